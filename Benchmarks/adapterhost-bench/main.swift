@@ -1,0 +1,2 @@
+import Tensor
+print("adapterhost: BLAS core \(BLAS.coreName)")

@@ -1,0 +1,13 @@
+import ArgumentParser
+
+/// The `adapterhost` command: the composition root. It registers the built-in adapter
+/// methods with the host and dispatches to subcommands.
+struct AdapterHostCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "adapterhost",
+        abstract: "Hosts Stable Diffusion adapter methods (LoRA, LyCORIS, TI, hypernetworks, DreamBooth, plugins).",
+        subcommands: [Inspect.self]
+    )
+}
+
+AdapterHostCommand.main()
