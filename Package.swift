@@ -25,10 +25,28 @@ let package = Package(
         ),
         .target(name: "Tensor", dependencies: ["CKernels"], path: "Sources/Tensor"),
         .target(name: "SafeTensors", dependencies: ["Tensor"], path: "Sources/SafeTensors"),
+        .systemLibrary(
+            name: "CFFI", path: "Sources/CFFI", pkgConfig: "libffi",
+            providers: [.apt(["libffi-dev"])]
+        ),
+        // Safe reader of PyTorch pickles (.pt/.ckpt/.bin): builds tensors, executes nothing.
+        .target(name: "TorchPickle", dependencies: ["Tensor"], path: "Sources/TorchPickle"),
+        // The plugin ABI: one header, shared by the host and by plugins in any language.
+        .target(name: "CAdapterHostPlugin", path: "Sources/CAdapterHostPlugin"),
+        .target(
+            name: "Host", dependencies: ["Tensor", "SafeTensors", "TorchPickle", "CFFI", "CAdapterHostPlugin"], path: "Sources/Host",
+            linkerSettings: [.linkedLibrary("dl")]
+        ),
+        .target(name: "LoRA", dependencies: ["Host", "Tensor", "SafeTensors"], path: "Sources/Adapters/LoRA"),
+        // The Stable Diffusion runtime: meets adapter methods only through Host's protocols.
+        .target(
+            name: "Runtime", dependencies: ["Host", "Tensor", "SafeTensors"], path: "Sources/Runtime",
+            resources: [.copy("Resources")]
+        ),
         .executableTarget(
             name: "AdapterHostCLI",
             dependencies: [
-                "Tensor", "SafeTensors",
+                "Tensor", "SafeTensors", "Host", "LoRA", "Runtime",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Sources/AdapterHostCLI"
@@ -38,9 +56,30 @@ let package = Package(
             dependencies: ["Tensor", "SafeTensors"],
             path: "Benchmarks/adapterhost-bench"
         ),
-        .testTarget(name: "TensorTests", dependencies: ["Tensor"], path: "Tests/TensorTests"),
+        .testTarget(
+            name: "TensorTests", dependencies: ["Tensor"], path: "Tests/TensorTests",
+            resources: [.copy("Fixtures")]
+        ),
         .testTarget(
             name: "SafeTensorsTests", dependencies: ["SafeTensors"], path: "Tests/SafeTensorsTests",
+            resources: [.copy("Fixtures")]
+        ),
+        .testTarget(
+            name: "HostTests", dependencies: ["Host"], path: "Tests/HostTests",
+            // BadPlugins/*.c are compiled by the plugin tests at run time, not by SwiftPM.
+            exclude: ["BadPlugins"],
+            resources: [.copy("Fixtures")]
+        ),
+        .testTarget(
+            name: "LoRATests", dependencies: ["LoRA", "Host"], path: "Tests/LoRATests",
+            resources: [.copy("Fixtures")]
+        ),
+        .testTarget(
+            name: "RuntimeTests", dependencies: ["Runtime", "Host"], path: "Tests/RuntimeTests",
+            resources: [.copy("Fixtures")]
+        ),
+        .testTarget(
+            name: "TorchPickleTests", dependencies: ["TorchPickle"], path: "Tests/TorchPickleTests",
             resources: [.copy("Fixtures")]
         ),
         .testTarget(

@@ -1,2 +1,58 @@
+// adapterhost-bench: AdapterHost's own benchmark harness (no framework).
+//
+//   adapterhost-bench <suite> [--json] [options]
+//
+// Suites: gemm, convert, safetensors-read, blas-info. tools/run_benchmarks.sh runs them
+// next to tools/bench_peers.py (PyTorch, numpy) and prints the ratios.
+import Foundation
 import Tensor
-print("adapterhost: BLAS core \(BLAS.coreName)")
+
+let usage = """
+usage: adapterhost-bench <suite> [--json] [options]
+  gemm              F32 GEMM GFLOP/s       [--sizes 256,1024,4096] [--runs 5]
+  convert           conversion Gelem/s     [--elements 67108864] [--runs 5]
+  safetensors-read  read a file into F32   --file PATH [--tag NAME] [--runs 3]
+  blas-info         OpenBLAS kernel set, as JSON with --json: {core, requested, fromEnv, threads, cores}
+"""
+
+/// `--name value` from the arguments, or nil.
+func option(_ name: String, in arguments: [String]) -> String? {
+    guard let i = arguments.firstIndex(of: name), i + 1 < arguments.count else { return nil }
+    return arguments[i + 1]
+}
+
+func fail(_ message: String) -> Never {
+    FileHandle.standardError.write(Data((message + "\n").utf8))
+    exit(2)
+}
+
+let arguments = Array(CommandLine.arguments.dropFirst())
+guard let suite = arguments.first else { fail(usage) }
+let json = arguments.contains("--json")
+let runs = option("--runs", in: arguments).map { Int($0) ?? 0 }
+
+do {
+    switch suite {
+    case "blas-info":
+        try runBLASInfo(json: json)
+    case "gemm":
+        let sizes = (option("--sizes", in: arguments) ?? "256,1024,4096").split(separator: ",").compactMap { Int($0) }
+        guard !sizes.isEmpty else { fail("gemm: --sizes wants a comma-separated list of sizes") }
+        let results = try runGEMM(sizes: sizes, runs: runs ?? 5)
+        emit(SuiteReport(suite: suite, machine: .current(), results: results), json: json)
+    case "convert":
+        let count = option("--elements", in: arguments).flatMap { Int($0) } ?? 64 << 20
+        emit(SuiteReport(suite: suite, machine: .current(), results: runConvert(count: count, runs: runs ?? 5)),
+             json: json)
+    case "safetensors-read":
+        guard let path = option("--file", in: arguments) else { fail("safetensors-read: --file PATH is required") }
+        let results = try runSafeTensorsRead(path: path, tag: option("--tag", in: arguments), runs: runs ?? 3)
+        emit(SuiteReport(suite: suite, machine: .current(), results: results), json: json)
+    case "-h", "--help", "help":
+        print(usage)
+    default:
+        fail("unknown suite \(suite)\n" + usage)
+    }
+} catch {
+    fail("\(suite): \(error)")
+}

@@ -20,7 +20,12 @@ static inline float bits_f32(uint32_t u) { float f; memcpy(&f, &u, 4); return f;
 static inline float half_to_float(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000) << 16;
     uint32_t exp = (h >> 10) & 0x1F, mant = h & 0x3FF;
-    if (exp == 0x1F) return bits_f32(sign | 0x7F800000 | (mant << 13)); // inf / NaN (payload kept)
+    if (exp == 0x1F) {
+        if (mant == 0) return bits_f32(sign | 0x7F800000); // ±inf
+        // NaN: payload kept, quiet bit set, as F16C's vcvtph2ps does (so every dispatch level
+        // gives the same bits) and as PyTorch and Swift's Float(Float16) do.
+        return bits_f32(sign | 0x7FC00000 | (mant << 13));
+    }
     if (exp == 0) {
         if (mant == 0) return bits_f32(sign);
         // Subnormal: value = mant * 2^-24, exact in f32.
@@ -205,19 +210,17 @@ static pthread_once_t g_f8_once = PTHREAD_ONCE_INIT;
 static void build_f8_tables(void) {
     for (int b = 0; b < 256; b++) {
         int sign = b >> 7;
-        // E4M3FN: bias 7, 3 mantissa bits, no infinities, S.1111.111 is NaN.
+        // E4M3FN: bias 7, 3 mantissa bits, no infinities, S.1111.111 is NaN. The NaN keeps
+        // its sign and mantissa as the top payload bits (0x7F -> 0x7FF00000), as PyTorch does.
         int e = (b >> 3) & 0xF, m = b & 7;
         float v;
-        if (e == 0xF && m == 7) v = NAN;
+        if (e == 0xF && m == 7) v = bits_f32(0x7F800000u | ((uint32_t)m << 20));
         else if (e == 0) v = ldexpf((float)m, -9);            // subnormal: m * 2^-6 / 8
         else v = ldexpf(1.0f + (float)m / 8.0f, e - 7);
-        g_e4m3[b] = sign ? -v : v;
-        // E5M2: bias 15, 2 mantissa bits, IEEE specials.
-        e = (b >> 2) & 0x1F; m = b & 3;
-        if (e == 0x1F) v = m ? NAN : INFINITY;
-        else if (e == 0) v = ldexpf((float)m, -16);           // m * 2^-14 / 4
-        else v = ldexpf(1.0f + (float)m / 4.0f, e - 15);
-        g_e5m2[b] = sign ? -v : v;
+        g_e4m3[b] = bits_f32(f32_bits(v) | ((uint32_t)sign << 31));
+        // E5M2 is the top byte of an F16 (bias 15, 2 mantissa bits, IEEE specials): widening
+        // it as that F16 is exact and gives NaNs the same quieted payload as F16 (and PyTorch).
+        g_e5m2[b] = half_to_float((uint16_t)(b << 8));
     }
 }
 

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import CKernels
 
 /// Dtype conversion. Float widening/narrowing runs in CKernels' vector kernels.
@@ -11,9 +14,33 @@ extension Tensor {
         precondition(!target.isReadOnly, "\(target.rawValue) is readable only; cannot convert to it")
         let src = isContiguous ? self : contiguous()
         let out = Tensor(uninitialized: shape, dtype: target)
+        adviseHugePages(out.baseAddress, byteCount: out.byteCount) // before the first write
         convertElements(src.baseAddress, dtype, out.baseAddress, target, count)
         return out
     }
+}
+
+/// Fresh outputs at least this large are backed with 2 MiB pages where the OS allows.
+let hugePageAdviceThreshold = 4 << 20
+
+/// Asks Linux to back the 2 MiB-aligned interior of a fresh, never-written buffer with
+/// transparent huge pages (THP in "madvise" mode, the common default, only does so on request).
+///
+/// Why: a new large output is mapped lazily, and its first write takes one page fault per
+/// 4 KiB page. Measured on a 2-core KVM guest, those faults were ~3/4 of the time of
+/// `f16Tensor.to(.f32)` on 64 Mi elements (0.14 vs 0.52 G elements/s with 2 MiB pages).
+/// Harmless elsewhere: where THP is off or unsupported, madvise fails and nothing changes;
+/// pages already touched stay as they are. Assumes `p` is memory this process owns (a
+/// Storage allocation), never a file mapping.
+func adviseHugePages(_ p: UnsafeMutableRawPointer, byteCount: Int) {
+    #if os(Linux)
+    guard byteCount >= hugePageAdviceThreshold else { return }
+    let hugePage = 2 << 20
+    let start = (Int(bitPattern: p) + hugePage - 1) & ~(hugePage - 1)
+    let end = (Int(bitPattern: p) + byteCount) & ~(hugePage - 1)
+    guard end > start, let first = UnsafeMutableRawPointer(bitPattern: start) else { return }
+    _ = madvise(first, end - start, MADV_HUGEPAGE)
+    #endif
 }
 
 /// Converts `n` dense elements from `s` (type `sd`) to `d` (type `dd`), in parallel chunks.

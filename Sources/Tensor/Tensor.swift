@@ -91,6 +91,7 @@ public struct Tensor: @unchecked Sendable {
 
     /// True when elements are laid out row-major without gaps.
     public var isContiguous: Bool {
+        if shape.contains(0) { return true } // no elements: any strides describe the same (empty) layout
         var expected = 1
         for i in stride(from: rank - 1, through: 0, by: -1) where shape[i] != 1 {
             if strides[i] != expected { return false }

@@ -60,7 +60,9 @@ ah_dispatch_level ah_dispatch_set(ah_dispatch_level level);
 
 // MARK: - Conversions (all: `n` elements, no aliasing between src and dst)
 
+/// Exact. A NaN keeps its sign and payload and comes out quiet (as F16C's vcvtph2ps).
 void ah_f16_to_f32(const uint16_t *src, float *dst, size_t n);
+/// Exact: the bits shifted left by 16 (a NaN's bits are kept as they are, as in PyTorch).
 void ah_bf16_to_f32(const uint16_t *src, float *dst, size_t n);
 /// Round to nearest even; NaN stays NaN (quiet), overflow becomes ±inf.
 void ah_f32_to_f16(const float *src, uint16_t *dst, size_t n);

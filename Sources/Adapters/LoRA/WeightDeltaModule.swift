@@ -1,0 +1,92 @@
+import Host
+import Tensor
+
+/// Base of the module types whose delta does not depend on the weight (LoRA, LoHa, LoKr,
+/// full, norm): each subclass computes the product of its factors; the scale
+/// (alpha/rank, the file's `scale`, rsLoRA) is applied here, once, and the user's strength by
+/// the host (`LinearAdapterModule`). DoRA is a wrapper around any of these (`DoRAModule`).
+///
+/// Every `AdapterModule` requirement is declared here (not only in protocol extensions) so
+/// that subclasses' overrides are the ones the host calls.
+class WeightDeltaModule: LinearAdapterModule {
+    let name: String
+    let moduleType: String
+    let rank: Int?
+    let alpha: Float?
+    /// The factor every unit delta is multiplied by.
+    let scale: Double
+
+    init(name: String, moduleType: String, rank: Int?, alpha: Double?, scale: Double) {
+        self.name = name
+        self.moduleType = moduleType
+        self.rank = rank
+        self.alpha = alpha.map { Float($0) }
+        self.scale = scale
+    }
+
+    var dependsOnWeight: Bool { false }
+    var changesBias: Bool { false }
+
+    /// The product of the factors before any scale, in the shape the factors define.
+    func rawDelta(dynRank: Int?) throws -> ModuleDelta {
+        fatalError("\(type(of: self)) must override rawDelta")
+    }
+
+    func unitDelta(dynRank: Int?) throws -> ModuleDelta {
+        let raw = try rawDelta(dynRank: dynRank)
+        guard scale != 1 else { return raw }
+        // Bias deltas are not scaled by alpha/rank (A1111's finalize_updown scales only
+        // the weight; the types with a bias delta have scale 1 anyway).
+        return ModuleDelta(weight: raw.weight.map { $0.scaled(by: scale) }, bias: raw.bias)
+    }
+
+    // `delta(weight:options:)` is the host's (`LinearAdapterModule`): strength · unit delta.
+
+    /// No cheaper form by default: the host uses the dense delta.
+    func forwardTerm(input x: Tensor, layer: LayerKind, options: DeltaOptions) throws -> Tensor? { nil }
+}
+
+/// Base of the module types whose delta depends on the current weight (DoRA, IA3, OFT,
+/// GLoRA). They receive the strength themselves and follow A1111's semantics for it.
+class WeightDependentModule: AdapterModule {
+    let name: String
+    let moduleType: String
+    let rank: Int?
+    let alpha: Float?
+
+    init(name: String, moduleType: String, rank: Int?, alpha: Double?) {
+        self.name = name
+        self.moduleType = moduleType
+        self.rank = rank
+        self.alpha = alpha.map { Float($0) }
+    }
+
+    var dependsOnWeight: Bool { true }
+    var changesBias: Bool { false }
+
+    func delta(weight: Tensor, options: DeltaOptions) throws -> ModuleDelta {
+        fatalError("\(type(of: self)) must override delta(weight:options:)")
+    }
+
+    func forwardTerm(input x: Tensor, layer: LayerKind, options: DeltaOptions) throws -> Tensor? { nil }
+}
+
+/// A module's delta did not fit the weight it was given (thrown from `delta`; the host
+/// reports it as `PatchError.moduleFailed`).
+struct DeltaShapeError: Error, CustomStringConvertible {
+    let module: String
+    let delta: [Int]
+    let weight: [Int]
+    let context: String
+    var description: String { "\(context): delta \(delta) does not fit the weight \(weight)" }
+}
+
+/// Reshapes a delta to the weight's shape when the element counts agree (linear ↔ 1×1 conv,
+/// LyCORIS's flattened conv factors), as A1111's `finalize_updown` does.
+func fitted(_ delta: Tensor, to shape: [Int], module: String, context: String) throws -> Tensor {
+    if delta.shape == shape { return delta }
+    guard delta.count == shape.reduce(1, *) else {
+        throw DeltaShapeError(module: module, delta: delta.shape, weight: shape, context: context)
+    }
+    return delta.reshaped(shape)
+}

@@ -1,0 +1,94 @@
+import Tensor
+
+/// Applies plans to a model in place (merged mode) and restores it bit-exactly.
+///
+/// Merged mode: W' = W + Σ wᵢ·ΔWᵢ, computed in F32 and stored in W's dtype. The engine never
+/// writes into a tensor's storage: it swaps a new tensor in and keeps the original (a view,
+/// zero-copy for mapped files) as the backup, so restore is bit-exact and the backup costs
+/// at most the touched tensors — nothing for mapped models.
+public final class PatchEngine {
+    public let model: ModelWeights
+    private var backup: [String: Tensor] = [:]
+
+    public init(model: ModelWeights) { self.model = model }
+
+    /// Keys currently patched.
+    public var patchedKeys: [String] { model.keys.filter { backup[$0] != nil } }
+
+    /// Applies `plan` on top of the current weights. On any module error the model is left
+    /// as it was before this call. `progress(done, total)` is called after each tensor.
+    @discardableResult
+    public func apply(_ plan: PatchPlan, progress: ((Int, Int) -> Void)? = nil) throws -> PatchReport {
+        precondition(plan.model === model, "plan was made for another model")
+        let keys = plan.touchedKeys
+        var computed: [(String, Tensor)] = []
+        computed.reserveCapacity(keys.count)
+        for (i, key) in keys.enumerated() {
+            // Nothing is swapped in until every tensor computed: an error leaves the model whole.
+            computed.append((key, try plan.patchedTensor(for: key)!))
+            progress?(i + 1, keys.count)
+        }
+        for (key, tensor) in computed {
+            if backup[key] == nil { backup[key] = model.tensor(key)! }
+            model.replace(key, with: tensor)
+        }
+        return plan.report
+    }
+
+    /// Puts back every original tensor (bit-exact: the originals themselves).
+    public func restore() {
+        for (key, original) in backup { model.replace(key, with: original) }
+        backup.removeAll()
+    }
+}
+
+/// Bypass mode: weights untouched; the runtime asks, per layer, for the adapters' additive
+/// contribution to the layer's output: y = f(x) + Σ forwardTermᵢ(x).
+public final class BypassPatch {
+    public let plan: PatchPlan
+    /// Dense deltas of modules without a cheaper forward form, computed once.
+    private var denseCache: [ObjectIdentifier: Tensor] = [:]
+
+    public init(plan: PatchPlan) { self.plan = plan }
+
+    /// True when some adapter adds to the layer whose weight is `weightKey`.
+    public func hasTerms(for weightKey: String) -> Bool { plan.modulesByWeightKey[weightKey] != nil }
+
+    /// The summed contribution for input `x` of the layer with weight `weightKey`, or nil.
+    /// Modules with a forward form (LoRA: x·Dᵀ·Uᵀ·s) use it; others use their dense delta:
+    /// x·ΔWᵀ for linear layers, conv2d(x, ΔW) for convolutions.
+    public func contribution(for weightKey: String, input x: Tensor, layer: LayerKind) throws -> Tensor? {
+        guard let planned = plan.modulesByWeightKey[weightKey] else { return nil }
+        var sum: Tensor? = nil
+        for p in planned {
+            precondition(p.target.rows == nil, "bypass on fused in_proj rows is applied by the runtime per q/k/v")
+            let term: Tensor
+            if let t = try p.module.forwardTerm(input: x, layer: layer, options: p.options) {
+                term = t
+            } else {
+                let delta = try denseDelta(p)
+                switch layer {
+                case .linear: term = x.matmul(delta.transposed())
+                case let .conv2d(stride, padding): term = x.conv2d(weight: delta, stride: stride, padding: padding)
+                case .norm, .embedding:
+                    preconditionFailure("bypass is for linear and conv layers; \(weightKey) is \(layer)")
+                }
+            }
+            sum = sum.map { $0 + term } ?? term
+        }
+        return sum
+    }
+
+    private func denseDelta(_ p: PlannedModule) throws -> Tensor {
+        let id = ObjectIdentifier(p.module)
+        if let d = denseCache[id] { return d }
+        let weight = plan.model.tensor(p.target.weightKey)!.to(.f32)
+        guard let raw = try p.module.delta(weight: weight, options: p.options).weight,
+              let fitted = DeltaFitting.fit(raw, to: weight.shape) else {
+            throw PatchError.moduleFailed(adapter: p.adapterPath, module: p.module.name,
+                                          reason: "no weight delta that fits \(weight.shape)")
+        }
+        denseCache[id] = fitted
+        return fitted
+    }
+}

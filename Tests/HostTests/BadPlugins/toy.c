@@ -1,0 +1,2 @@
+/* The correct toy plugin (control case). */
+#include "toy_plugin.h"

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The main job on the embedded default model: installs what is missing, builds, then
+# inspects the shipped checkpoint and LoRA and merges the LoRA into the checkpoint.
+set -euo pipefail
+cd "$(dirname "$0")"
+bash scripts/install-deps.sh
+swift build -c release --product adapterhost
+bin=.build/release/adapterhost
+mkdir -p out
+echo "== inspect the default model"
+"$bin" inspect models/default/tiny-sd1.safetensors | head -n 12
+echo "== inspect the default LoRA"
+"$bin" inspect models/default/tiny-sd1-lora.safetensors | head -n 12
+echo "== merge the LoRA at 0.8 into the model"
+"$bin" merge models/default/tiny-sd1.safetensors --adapter models/default/tiny-sd1-lora.safetensors:0.8 \
+  --out out/merged.safetensors
