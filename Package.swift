@@ -38,6 +38,9 @@ let package = Package(
             linkerSettings: [.linkedLibrary("dl")]
         ),
         .target(name: "LoRA", dependencies: ["Host", "Tensor", "SafeTensors"], path: "Sources/Adapters/LoRA"),
+        .target(name: "TextualInversion", dependencies: ["Host", "Tensor", "TorchPickle"], path: "Sources/Adapters/TextualInversion"),
+        .target(name: "Hypernetwork", dependencies: ["Host", "Tensor", "TorchPickle"], path: "Sources/Adapters/Hypernetwork"),
+        .target(name: "DreamBooth", dependencies: ["Host", "Tensor", "SafeTensors"], path: "Sources/Adapters/DreamBooth"),
         // The Stable Diffusion runtime: meets adapter methods only through Host's protocols.
         .target(
             name: "Runtime", dependencies: ["Host", "Tensor", "SafeTensors"], path: "Sources/Runtime",
@@ -46,7 +49,7 @@ let package = Package(
         .executableTarget(
             name: "AdapterHostCLI",
             dependencies: [
-                "Tensor", "SafeTensors", "Host", "LoRA", "Runtime",
+                "Tensor", "SafeTensors", "Host", "LoRA", "TextualInversion", "Hypernetwork", "DreamBooth", "Runtime",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Sources/AdapterHostCLI"
@@ -81,6 +84,20 @@ let package = Package(
         .testTarget(
             name: "TorchPickleTests", dependencies: ["TorchPickle"], path: "Tests/TorchPickleTests",
             resources: [.copy("Fixtures")]
+        ),
+        .testTarget(
+            name: "TextualInversionTests",
+            // LoRA, Hypernetwork and DreamBooth too: detection across every built-in method.
+            dependencies: ["TextualInversion", "Hypernetwork", "DreamBooth", "LoRA", "Host", "SafeTensors", "TorchPickle"],
+            path: "Tests/TextualInversionTests", resources: [.copy("Fixtures")]
+        ),
+        .testTarget(
+            name: "HypernetworkTests", dependencies: ["Hypernetwork", "Host", "SafeTensors", "TorchPickle"],
+            path: "Tests/HypernetworkTests", resources: [.copy("Fixtures")]
+        ),
+        .testTarget(
+            name: "DreamBoothTests", dependencies: ["DreamBooth", "Host", "SafeTensors"],
+            path: "Tests/DreamBoothTests", resources: [.copy("Fixtures")]
         ),
         .testTarget(
             name: "AdapterHostCLITests", dependencies: ["SafeTensors"], path: "Tests/AdapterHostCLITests"

@@ -454,6 +454,9 @@ def preset_file(preset):
 
 def kohya_network(model, algo, dim, alpha, seed, preset=None, **kwargs):
     from lycoris import kohya
+    # apply_preset keeps class-level maps from the previous network unless they are replaced
+    kohya.LycorisNetworkKohya.NAME_ALGO_MAP = {}
+    kohya.LycorisNetworkKohya.MODULE_ALGO_MAP = {}
     preset = preset_file(preset or name_preset(model))
     comps = model.fresh()
     tes = [comps["text_encoder"]] + ([comps["text_encoder_2"]] if "text_encoder_2" in comps else [])
@@ -538,10 +541,16 @@ def lycoris_expected(model, targets, te, unet):
 KOHYA_LORA = {"lora_up.weight": "up", "lora_down.weight": "down", "lora_mid.weight": "mid"}
 
 
+# Set while computing "what LyCORIS's merge gives" for LoHa/LoKr: its get_diff_weight applies
+# alpha/rank inside get_weight and again outside (s²).
+SCALE_SQUARED = {"on": False}
+
+
 def rank_scale(w, rank):
     if "scale" in w:
         return w["scale"].item()
-    return w["alpha"].item() / rank if ("alpha" in w and rank) else 1.0
+    s = w["alpha"].item() / rank if ("alpha" in w and rank) else 1.0
+    return s * s if SCALE_SQUARED["on"] else s
 
 
 def dora_axis_is_output(ds, W):
@@ -824,7 +833,9 @@ def case_peft(sd1, name, unet_cfg, te_cfg, seed, with_metadata=True, notes=""):
     checks = {}
     merged = peft_merged(sd1, comps)
     peft_e = expected_from_params(sd1, merged, list(merged.keys()))
-    checks["peft merge (in-memory adapter) vs formula"] = peft_e.diff(ref)
+    label = ("peft merge (in-memory adapter) vs formula" if with_metadata else
+             "peft merge of the in-memory adapter (its lora_alpha is lost when saved without metadata) vs the file's formula")
+    checks[label] = peft_e.diff(ref)
     try:
         # UNet part only: the tiny text encoder is transformers 5's flattened CLIPTextModel, which
         # diffusers cannot match against published `text_model.…` names.
@@ -833,7 +844,7 @@ def case_peft(sd1, name, unet_cfg, te_cfg, seed, with_metadata=True, notes=""):
         checks["diffusers load+fuse_lora of the file's UNet part vs formula"] = de.diff(unet_part(sd1, ref))
     except Exception as exc:
         checks["diffusers load+fuse_lora (UNet)"] = f"failed: {type(exc).__name__}: {exc}"[:200]
-    if with_metadata and checks["peft merge (in-memory adapter) vs formula"] < 1e-5:
+    if with_metadata and checks[label] < 1e-5:
         expected, source = peft_e, "peft merge"
     else:
         expected, source = ref, ("formula, scale 1 (no alphas in the file: PEFT/diffusers convention)"
@@ -882,7 +893,9 @@ def lycoris_case(model, name, algo, dim, alpha, seed, te=1.0, unet=1.0, preset=N
                  formula=any_formula, notes="", standalone=False, meta_extra=None, methods=None, **kwargs):
     """A LyCORIS file made by lycoris itself (its kohya network, or the standalone wrapper)."""
     if standalone:
-        from lycoris import create_lycoris
+        from lycoris import create_lycoris, LycorisNetwork
+        LycorisNetwork.NAME_ALGO_MAP = {}
+        LycorisNetwork.MODULE_ALGO_MAP = {}
         comps = model.fresh()
         p = preset or name_preset(model)
         standalone_preset = {"target_module": [], "target_name": p["unet_target_name"], "module_algo_map": {},
@@ -905,6 +918,13 @@ def lycoris_case(model, name, algo, dim, alpha, seed, te=1.0, unet=1.0, preset=N
     ref = formula_expected(model, items, te, unet, formula) if formula else None
     if ref is not None:
         checks["LyCORIS get_merged_weight vs formula"] = lyc.diff(ref)
+        if algo in ("loha", "lokr"):
+            SCALE_SQUARED["on"] = True
+            try:
+                squared = formula_expected(model, items, te, unet, formula)
+            finally:
+                SCALE_SQUARED["on"] = False
+            checks["LyCORIS get_merged_weight vs formula with (alpha/rank)²"] = lyc.diff(squared)
     out, source = (lyc, "LyCORIS get_merged_weight") if expected == "lycoris" else (ref, "A1111 formula (float64)")
     types = sorted({type(l).__name__ for _, _, _, l in targets})
     record(name, model, path, out, source,
@@ -1003,6 +1023,18 @@ def make_unit_refs():
     base = {"m.lora_up.weight": up, "m.lora_down.weight": down, "m.alpha": torch.tensor(3.0, dtype=torch.float64)}
     add("dora_out", {**base, "m.dora_scale": m_out}, W, lambda s: a1111_dora(W, unit, m_out.flatten(), True, s) - W,
         [1.0, 0.6], "dora_scale [out, 1]")
+    # How the peers' DoRA merges differ from A1111's away from strength 1 (recorded, not used).
+    eps = torch.finfo(torch.float32).eps
+    merged = W + unit
+    row = lambda t: t.norm(dim=1, keepdim=True)
+    peer_03 = {
+        "A1111 1.10 (W + s·(DoRA(W+ΔW) − W))": a1111_dora(W, unit, m_out.flatten(), True, 0.6),
+        "LyCORIS weight_decompose ((W+ΔW)·(s·(m/‖W+ΔW‖ − 1) + 1))": merged * (0.6 * (m_out / (row(merged) + eps) - 1) + 1),
+        "PEFT/diffusers (strength inside ΔW before renormalising)": (W + 0.6 * unit) * (m_out / row(W + 0.6 * unit)),
+        "ComfyUI weight_decompose (output axis normalised by ‖W‖)": W + 0.6 * (merged * (m_out / (row(W) + eps)) - W),
+    }
+    ref_a = peer_03["A1111 1.10 (W + s·(DoRA(W+ΔW) − W))"]
+    dora_peers = {k: (v - ref_a).abs().max().item() for k, v in peer_03.items()}
     add("dora_in", {**base, "m.dora_scale": m_in}, W, lambda s: a1111_dora(W, unit, m_in.flatten(), False, s) - W,
         [1.0, 0.6], "dora_scale [1, in]")
     add("dora_peft", {"m.lora_B.weight": up, "m.lora_A.weight": down, "m.alpha": torch.tensor(3.0, dtype=torch.float64),
@@ -1040,9 +1072,10 @@ def make_unit_refs():
     add("glora_old", {"m.a1.weight": a1o, "m.a2.weight": a2o, "m.b1.weight": b1o, "m.b2.weight": b2o,
                       "m.alpha": torch.tensor(1.0, dtype=torch.float64)}, Wg,
         lambda s: s * 0.5 * (b2o @ b1o + Wg @ a2o @ a1o), [1.0, 0.5], "A1111's layout: ΔW = b2·b1 + W·a2·a1, scale alpha/rank")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, os.path.join(OUT, "unit.safetensors"))
+    save_file({k: v.clone().contiguous() for k, v in tensors.items()}, os.path.join(OUT, "unit.safetensors"))
     with open(os.path.join(OUT, "unit.json"), "w") as f:
-        json.dump({"tests": tests}, f, indent=1)
+        json.dump({"tests": tests, "doraStrength0.6PeerMaxDiffVsA1111": dora_peers}, f, indent=1)
+    print(f"  DoRA at strength 0.6, max |peer − A1111|: {dora_peers}")
     print(f"  unit references: {len(tests)} tests")
 
 

@@ -53,7 +53,8 @@ Writes Tests/TorchPickleTests/Fixtures/:
                            (zip and legacy containers); INST; REDUCE of an allowed non-callable.
 
 expected.json: per valid fixture the container format, archive root, flattened tensors (key,
-dtype, shape, strides, storage offset, values as float64, storage group) and flattened values
+dtype, shape, strides, storage offset, storage group, and the values as float64 — or, above 64
+elements, the CRC-32 of the row-major bytes and the float64 sum) and flattened values
 (tagged JSON); per refused fixture the error rule and the global it names. The flattening rule
 is implemented here independently of the Swift one: dicts recurse with "." joined keys, lists and
 tuples recurse by index when they contain a tensor or a dict, everything else is a value.
@@ -186,11 +187,18 @@ def describe(name, loaded, fmt, root):
     for key, t in tensors:
         ptr = t.untyped_storage().data_ptr()
         group = groups.setdefault(ptr, len(groups))
-        out.append({
+        entry = {
             "key": key, "dtype": DTYPE_NAMES[t.dtype], "shape": list(t.shape),
-            "strides": list(t.stride()), "offset": t.storage_offset(),
-            "values": t.detach().double().flatten().tolist(), "storageGroup": group,
-        })
+            "strides": list(t.stride()), "offset": t.storage_offset(), "storageGroup": group,
+        }
+        t = t.detach()
+        if t.numel() <= 64:
+            entry["values"] = t.double().flatten().tolist()
+        else:  # large tensors: CRC-32 of the row-major bytes in the tensor's own dtype, and the sum
+            raw = t.contiguous().view(torch.uint8).numpy().tobytes() if t.dim() > 0 else b""
+            entry["crc32"] = zlib.crc32(raw)
+            entry["sum"] = t.double().sum().item()
+        out.append(entry)
     expected["files"][name] = {"format": fmt, "root": root, "tensors": out, "values": values}
 
 

@@ -1,5 +1,6 @@
 import Foundation
 import Host
+import LoRA
 
 /// The composition root's registry: the built-in adapter methods, then the runtime plugins of
 /// `pluginDir` (nil: none). Plugin failures never stop the host; they are returned for the
@@ -15,10 +16,8 @@ func makeRegistry(pluginDir: String?) -> (AdapterRegistry, [PluginLoadFailure]) 
 /// Registers the built-in methods. Ids are unique by construction, so a failure here is a
 /// programming error.
 func registerBuiltIns(into registry: AdapterRegistry) {
-    // ---- BUILT-INS: filled in by the lead (LoRA family, Textual Inversion, hypernetworks, …) ----
-    // e.g. for method in builtInMethods { try! registry.register(method) }
-    // ---- end of built-ins -------------------------------------------------------------------
-    _ = registry
+    // Built-in ids are unique by construction: a failure here is a programming error.
+    try! registerLoRAFamily(into: registry)
 }
 
 /// The default plugin directory for a command working on `path`: `plugins/` beside it, when

@@ -6,7 +6,7 @@ struct AdapterHostCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "adapterhost",
         abstract: "Hosts Stable Diffusion adapter methods (LoRA, LyCORIS, TI, hypernetworks, DreamBooth, plugins).",
-        subcommands: [Inspect.self]
+        subcommands: [Inspect.self, Merge.self, Diff.self, PluginsCommand.self]
     )
 }
 

@@ -31,6 +31,20 @@ public struct TokenEmbedding {
 /// `width`, the keys' and values' inputs. Nil when the adapter has no module for that width.
 public protocol ContextTransform: AnyObject {
     func transform(context x: Tensor, width: Int, strength: Float) throws -> (key: Tensor, value: Tensor)?
+    /// The chained form: the keys' input `key` and the values' input `value` as earlier
+    /// transforms left them (A1111's `apply_hypernetworks` feeds each hypernetwork the previous
+    /// one's k and v outputs separately). Nil when the adapter has no module for that width.
+    func transform(key: Tensor, value: Tensor, width: Int, strength: Float) throws -> (key: Tensor, value: Tensor)?
+}
+
+extension ContextTransform {
+    /// Default chained form from the single-context one (computes each branch twice;
+    /// conformers with separate key/value paths override it).
+    public func transform(key: Tensor, value: Tensor, width: Int, strength: Float) throws -> (key: Tensor, value: Tensor)? {
+        guard let fromKey = try transform(context: key, width: width, strength: strength),
+              let fromValue = try transform(context: value, width: width, strength: strength) else { return nil }
+        return (fromKey.key, fromValue.value)
+    }
 }
 
 /// One adapter file, loaded: its modules plus any runtime hooks.
@@ -54,10 +68,15 @@ public final class Adapter {
     public let contextTransforms: [any ContextTransform]
     /// Keys of the file that no method took (reported, never silently dropped).
     public internal(set) var unclaimedKeys: [String] = []
+    /// SHA-256 (lower-case hex) of the exact base checkpoint file the adapter was made
+    /// against, when applying it to any other file is meaningless (DreamBooth differences).
+    /// `PatchPlan` refuses another base unless forced.
+    public let requiredBaseHash: String?
 
     public init(path: String, methodIDs: [String], format: String, baseModel: ModelFamily?,
                 metadata: [String: String], modules: [any AdapterModule],
-                embeddings: [TokenEmbedding] = [], contextTransforms: [any ContextTransform] = []) {
+                embeddings: [TokenEmbedding] = [], contextTransforms: [any ContextTransform] = [],
+                requiredBaseHash: String? = nil) {
         self.path = path
         self.methodIDs = methodIDs
         self.format = format
@@ -66,5 +85,6 @@ public final class Adapter {
         self.modules = modules
         self.embeddings = embeddings
         self.contextTransforms = contextTransforms
+        self.requiredBaseHash = requiredBaseHash?.lowercased()
     }
 }

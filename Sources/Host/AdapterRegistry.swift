@@ -91,7 +91,8 @@ public final class AdapterRegistry {
                        format: loaded[0].format, baseModel: families.count == 1 ? families.first : nil,
                        metadata: source.metadata, modules: loaded.flatMap(\.modules),
                        embeddings: loaded.flatMap(\.embeddings),
-                       contextTransforms: loaded.flatMap(\.contextTransforms))
+                       contextTransforms: loaded.flatMap(\.contextTransforms),
+                       requiredBaseHash: loaded.lazy.compactMap(\.requiredBaseHash).first)
         }
         adapter.unclaimedKeys = detection.unclaimedKeys
         return adapter

@@ -1,3 +1,4 @@
+import Foundation
 import Tensor
 
 /// How a model's tensors are named.
@@ -57,6 +58,7 @@ public final class ModelWeights {
     public let keys: [String]
     private var tensors: [String: Tensor]
     private var lazyIndex: TargetIndex?
+    private var lazyFileHash: String??
 
     /// A model over `tensors` (keys in order). `family` is detected when nil.
     public init(path: String, keys: [String], tensors: [String: Tensor], naming: ModelNaming,
@@ -79,6 +81,22 @@ public final class ModelWeights {
         precondition(old.shape == tensor.shape && old.dtype == tensor.dtype,
                      "replacement for \(key) must keep \(old.dtype.rawValue)\(old.shape)")
         tensors[key] = tensor
+    }
+
+    /// SHA-256 (lower-case hex) of the file at `path`, or nil when `path` is no regular file
+    /// (a diffusers folder, an in-memory model). It identifies the file on disk, not the current
+    /// (possibly patched) tensors. Computed on first use — it reads the whole file — then kept.
+    public func fileSHA256() throws -> String? {
+        if let known = lazyFileHash { return known }
+        var isDirectory: ObjCBool = false
+        let hash: String?
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), !isDirectory.boolValue {
+            hash = try SHA256.hash(fileAt: path).hex
+        } else {
+            hash = nil
+        }
+        lazyFileHash = .some(hash)
+        return hash
     }
 
     /// The names adapters use for this model's layers, resolved to tensors (built once).

@@ -79,10 +79,43 @@ public final class BypassPatch {
         return sum
     }
 
+    /// True when some adapter adds to the row block `rows` of the fused weight `weightKey`
+    /// (nil: an unfused weight, as `hasTerms(for:)`).
+    public func hasTerms(for weightKey: String, rows: Range<Int>?) -> Bool {
+        plan.modulesByWeightKey[weightKey]?.contains { $0.target.rows == rows } ?? false
+    }
+
+    /// `contribution(for:input:layer:)` for one row block of a fused weight (OpenCLIP's
+    /// `in_proj_weight`: q, k, v stacked by rows): only modules whose target has exactly these
+    /// `rows` add, and a dense delta is computed against those rows of the weight. With
+    /// `rows` nil it is `contribution(for:input:layer:)` for an unfused weight.
+    public func contribution(for weightKey: String, rows: Range<Int>?, input x: Tensor,
+                             layer: LayerKind) throws -> Tensor? {
+        guard let planned = plan.modulesByWeightKey[weightKey]?.filter({ $0.target.rows == rows }),
+              !planned.isEmpty else { return nil }
+        guard rows != nil else { return try contribution(for: weightKey, input: x, layer: layer) }
+        var sum: Tensor? = nil
+        for p in planned {
+            let term: Tensor
+            if let t = try p.module.forwardTerm(input: x, layer: layer, options: p.options) {
+                term = t
+            } else {
+                guard case .linear = layer else {
+                    preconditionFailure("fused row blocks are linear weights; \(weightKey) is \(layer)")
+                }
+                term = x.matmul(try denseDelta(p).transposed())
+            }
+            sum = sum.map { $0 + term } ?? term
+        }
+        return sum
+    }
+
     private func denseDelta(_ p: PlannedModule) throws -> Tensor {
         let id = ObjectIdentifier(p.module)
         if let d = denseCache[id] { return d }
-        let weight = plan.model.tensor(p.target.weightKey)!.to(.f32)
+        let stored = plan.model.tensor(p.target.weightKey)!
+        // A fused target's module sees only its rows (as in `PatchPlan.applyChain`).
+        let weight = (p.target.rows.map { stored.sliced(axis: 0, $0) } ?? stored).to(.f32).contiguous()
         guard let raw = try p.module.delta(weight: weight, options: p.options).weight,
               let fitted = DeltaFitting.fit(raw, to: weight.shape) else {
             throw PatchError.moduleFailed(adapter: p.adapterPath, module: p.module.name,

@@ -29,6 +29,9 @@ public enum PatchError: Error, CustomStringConvertible {
     case baseModelMismatch(adapter: String, adapterFamily: ModelFamily, model: String, modelFamily: ModelFamily)
     /// A module could not compute its delta (bad tensors in the file).
     case moduleFailed(adapter: String, module: String, reason: String)
+    /// The adapter is a difference from one exact base file (`Adapter.requiredBaseHash`) and
+    /// the model is another file (or no single file: `modelHash` nil).
+    case baseFileMismatch(adapter: String, requiredHash: String, model: String, modelHash: String?)
 
     public var description: String {
         switch self {
@@ -36,6 +39,10 @@ public enum PatchError: Error, CustomStringConvertible {
             return "\(adapter): made for \(af.rawValue), but the model \(model) is \(mf.rawValue); refusing to apply it"
         case let .moduleFailed(adapter, module, reason):
             return "\(adapter): module '\(module)': \(reason)"
+        case let .baseFileMismatch(adapter, required, model, actual):
+            let what = actual.map { "has SHA-256 \($0)" } ?? "is not a single file, so its SHA-256 cannot be checked"
+            return "\(adapter): a difference from the base file with SHA-256 \(required), but the model \(model) \(what); "
+                + "refusing to apply it (force to apply it anyway)"
         }
     }
 }
@@ -89,11 +96,20 @@ public struct PatchPlan {
 
     /// Plans `stack` on `model`. Throws on a base-model mismatch before any work; modules
     /// without a target or with a shape that cannot fit are reported, not dropped silently.
-    public init(model: ModelWeights, stack: [AdapterApplication]) throws {
+    /// An adapter with a `requiredBaseHash` needs the model's file to have that SHA-256
+    /// (computed only then); `force` skips that check (never the family check).
+    public init(model: ModelWeights, stack: [AdapterApplication], force: Bool = false) throws {
         for app in stack {
             if let family = app.adapter.baseModel, family != model.family {
                 throw PatchError.baseModelMismatch(adapter: app.adapter.path, adapterFamily: family,
                                                    model: model.path, modelFamily: model.family)
+            }
+            if let required = app.adapter.requiredBaseHash, !force {
+                let actual = try model.fileSHA256()
+                guard actual == required else {
+                    throw PatchError.baseFileMismatch(adapter: app.adapter.path, requiredHash: required,
+                                                      model: model.path, modelHash: actual)
+                }
             }
         }
         var report = PatchReport()

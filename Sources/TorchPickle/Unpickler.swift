@@ -117,7 +117,7 @@ final class Unpickler {
     let arena: ObjectArena
     var persistentIDs: PersistentIDs = .refused
     /// Storages the pickles referred to, by key (first reference's dtype and size).
-    private(set) var storages: [String: StorageDeclaration] = [:]
+    var storages: [String: StorageDeclaration] = [:]
     /// Opcodes executed so far (bounds the conversion's expansion budget).
     private(set) var opcodeCount = 0
     /// The next byte to read.
@@ -283,12 +283,12 @@ final class Unpickler {
         case .int:
             let text = try readLineString()
             if text == "00" { stack.append(.bool(false)) } else if text == "01" { stack.append(.bool(true)) } else {
-                stack.append(.int(try decimalInteger(text)))
+                stack.append(try decimalInteger(text))
             }
         case .long:
             var text = try readLineString()
             if text.hasSuffix("L") { text.removeLast() }
-            stack.append(.int(try decimalInteger(text)))
+            stack.append(try decimalInteger(text))
         case .binFloat:
             stack.append(.float(Double(bitPattern: UInt64(bigEndian: try readBytes(8).loadUnaligned(as: UInt64.self)))))
         case .float:
@@ -317,7 +317,7 @@ final class Unpickler {
             stack.append(.bytes(Array(try readBytes(try checkedLength(try readLE(UInt64.self))))))
         case .string:
             guard let bytes = unescapePythonString(try readLine()) else { throw invalid("malformed quoted string") }
-            stack.append(pythonTwoString(bytes))
+            stack.append(bytes.withUnsafeBytes { pythonTwoString($0) })
         case .unicode:
             guard let s = decodeRawUnicodeEscape(try readLine()) else { throw invalid("malformed raw-unicode-escape text") }
             stack.append(.string(s))
@@ -522,12 +522,41 @@ final class Unpickler {
             for i in 0..<8 { u |= UInt64(i < bytes.count ? bytes[i] : fill) << (8 * UInt64(i)) }
             return .int(Int(Int64(bitPattern: u)))
         }
-        return .bigInt(bytes)
+        return .bigInt(canonicalTwosComplement(bytes))
     }
 
-    private func decimalInteger(_ text: String) throws(TorchPickleError) -> Int {
-        guard let i = Int(text.trimmingASCIISpaces) else { throw invalid("\"\(clipped(text))\" is not an integer in range") }
-        return i
+    /// INT/LONG text operands: decimal, beyond 64 bits kept as two's-complement bytes (up to
+    /// 80 digits; torch's legacy magic number is 24 digits).
+    private func decimalInteger(_ text: String) throws(TorchPickleError) -> Value {
+        let trimmed = text.trimmingASCIISpaces
+        if let i = Int(trimmed) { return .int(i) }
+        var digits = Substring(trimmed)
+        let negative = digits.first == "-"
+        if negative || digits.first == "+" { digits.removeFirst() }
+        guard !digits.isEmpty, digits.count <= 80, digits.allSatisfy({ $0.isASCII && $0.isNumber }) else {
+            throw invalid("\"\(clipped(text))\" is not a decimal integer")
+        }
+        // Magnitude as little-endian bytes: repeated multiply by 10 and add.
+        var magnitude: [UInt8] = [0]
+        for d in digits.utf8 {
+            var carry = Int(d - 0x30)
+            for i in magnitude.indices {
+                let v = Int(magnitude[i]) * 10 + carry
+                magnitude[i] = UInt8(v & 0xFF)
+                carry = v >> 8
+            }
+            while carry > 0 { magnitude.append(UInt8(carry & 0xFF)); carry >>= 8 }
+        }
+        magnitude.append(0)  // room for the sign bit
+        if negative {  // two's complement: invert and add one
+            var carry = 1
+            for i in magnitude.indices {
+                let v = Int(~magnitude[i]) + carry
+                magnitude[i] = UInt8(v & 0xFF)
+                carry = v >> 8
+            }
+        }
+        return .bigInt(canonicalTwosComplement(magnitude))
     }
 
     /// Protocol 0–2 byte strings (Python 2 `str`): a string when valid UTF-8 (torch.load decodes
@@ -536,6 +565,18 @@ final class Unpickler {
         if let s = decodeUTF8(raw) { return .string(s) }
         return .bytes(Array(raw))
     }
+}
+
+/// Two's-complement little-endian bytes without redundant sign-extension bytes (one spelling
+/// per number, so big integers compare by value).
+func canonicalTwosComplement(_ bytes: [UInt8]) -> [UInt8] {
+    var b = bytes
+    while b.count > 1 {
+        let last = b[b.count - 1], previousHigh = b[b.count - 2] & 0x80 != 0
+        guard (last == 0x00 && !previousHigh) || (last == 0xFF && previousHigh) else { break }
+        b.removeLast()
+    }
+    return b
 }
 
 /// Strict UTF-8 decoding (nil when invalid).

@@ -3,8 +3,9 @@ import Testing
 import Tensor
 
 /// Extra plugin functions called through libffi (Tests/HostTests/BadPlugins/ffi_probe.c covers
-/// every ah_ffi_type), and the argument checks that run before any call.
-@Suite struct PluginFFITests {
+/// every ah_ffi_type), and the argument checks that run before any call. Serialized: the tests
+/// count the probe's calls.
+@Suite(.serialized) struct PluginFFITests {
     static let probe: PluginMethod = {
         try! PluginLoader.open(path: PluginTestSupport.compileBadPlugin("ffi_probe"))
     }()

@@ -89,6 +89,11 @@ func expectBitsEqual<S: FixedWidthInteger, D: FixedWidthInteger>(
 ) {
     #expect(got.count == want.count, "\(what): \(got.count) results, expected \(want.count)",
             sourceLocation: sourceLocation)
+    // Fast path (debug builds compare element by element slowly): equal bytes, nothing to report.
+    let identical = got.withUnsafeBytes { g in
+        want.withUnsafeBytes { w in g.count == w.count && (g.count == 0 || memcmp(g.baseAddress!, w.baseAddress!, g.count) == 0) }
+    }
+    if identical { return }
     var mismatches = 0
     var examples: [String] = []
     for i in 0..<min(got.count, want.count) where got[i] != want[i] {
@@ -292,6 +297,36 @@ struct ConversionDispatchTests {
             if level == .portable { portable = got }
             expectBitsEqual(got, want, inputs: inputs, "F32→F16 random sample at \(level) vs Float16(Float)")
             expectBitsEqual(got, portable, inputs: inputs, "F32→F16 random sample at \(level) vs portable")
+        }
+    }
+
+    @Test func largeOutputsTakeTheStreamingPathAtEveryLevel() {
+        // Outputs of AH_STREAM_MIN_BYTES or more are written with streaming stores after a
+        // scalar head that aligns the destination; odd starts make that head non-empty.
+        let streamBytes = Int(AH_STREAM_MIN_BYTES)
+        let wideCount = streamBytes / 4 + 1_000, narrowCount = streamBytes / 2 + 1_000
+        // Inputs tile a small base (every F16 pattern, shuffled; random F32 patterns), so the
+        // references are computed once per base element.
+        let halves = (0..<wideCount).map { UInt16(truncatingIfNeeded: $0 &* 40_503) }
+        let f16Reference = allUInt16.map(referenceF16ToF32)
+        let floatBase = randomF32Patterns(count: 1 << 16, seed: 0x5EED)
+        let floats = (0..<narrowCount).map { floatBase[$0 & 0xFFFF] }
+        let f16Base = floatBase.map(referenceF32ToF16), bf16Base = floatBase.map(referenceF32ToBF16)
+        // Odd starts: the scalar head before the aligned streaming loop is not empty.
+        let (wideStart, bfStart, narrowStart, bfNarrowStart) = (3, 1, 5, 6)
+        let wantF16Wide = halves[wideStart...].map { f16Reference[Int($0)] }
+        let wantBF16Wide = halves[bfStart...].map { UInt32($0) << 16 }
+        let wantF16 = (narrowStart..<narrowCount).map { f16Base[$0 & 0xFFFF] }
+        let wantBF16 = (bfNarrowStart..<narrowCount).map { bf16Base[$0 & 0xFFFF] }
+        forEachDispatchLevel { level in
+            expectBitsEqual(convert(halves, from: wideStart, f16ToF32Kernel), wantF16Wide,
+                            inputs: Array(halves[wideStart...]), "large F16→F32 at \(level)")
+            expectBitsEqual(convert(halves, from: bfStart, bf16ToF32Kernel), wantBF16Wide,
+                            inputs: Array(halves[bfStart...]), "large BF16→F32 at \(level)")
+            expectBitsEqual(convert(floats, from: narrowStart, f32ToF16Kernel), wantF16,
+                            inputs: Array(floats[narrowStart...]), "large F32→F16 at \(level)")
+            expectBitsEqual(convert(floats, from: bfNarrowStart, f32ToBF16Kernel), wantBF16,
+                            inputs: Array(floats[bfNarrowStart...]), "large F32→BF16 at \(level)")
         }
     }
 

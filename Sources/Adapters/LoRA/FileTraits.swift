@@ -117,9 +117,12 @@ struct FileTraits {
             if architecture.hasPrefix("stable-diffusion-v1") { return .sd1 }
         }
         let names = parse.modules.map(\.name)
-        if names.contains(where: { $0.hasPrefix("lora_te1_") || $0.hasPrefix("lora_te2_")
-            || $0.hasPrefix("text_encoder_2.") || $0.hasPrefix("lora_unet_input_blocks_")
-            || $0.hasPrefix("lora_unet_output_blocks_") || $0.hasPrefix("lora_unet_middle_block_") }) {
+        // A second text encoder, or kohya's sgm spelling of the UNet, is SDXL. `lora_te1_`
+        // alone is not enough: diffusers' `convert_state_dict_to_kohya` writes `lora_te1_` for
+        // SD1's single text encoder too.
+        if names.contains(where: { $0.hasPrefix("lora_te2_") || $0.hasPrefix("text_encoder_2.")
+            || $0.hasPrefix("lora_unet_input_blocks_") || $0.hasPrefix("lora_unet_output_blocks_")
+            || $0.hasPrefix("lora_unet_middle_block_") }) {
             return .sdxl
         }
         if let width = contextWidth(source: source, parse: parse) {

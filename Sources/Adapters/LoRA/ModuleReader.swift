@@ -15,7 +15,9 @@ struct ModuleReader {
     func optional(_ role: KeyGrammar.Role) throws -> Tensor? {
         guard let key = module.keys[role] else { return nil }
         let t = try source.tensor(key)
-        guard t.dtype.isFloatingPoint || role == .onInput else {
+        // Scalars may be stored as integers (LyCORIS writes `torch.tensor(alpha)` for an int alpha).
+        let scalarRoles: Set<KeyGrammar.Role> = [.alpha, .scale, .onInput]
+        guard t.dtype.isFloatingPoint || (scalarRoles.contains(role) && t.dtype != .bool) else {
             throw failure(.badShape(suffix: role.rawValue, shape: t.shape, expected: "a floating-point tensor, not \(t.dtype.rawValue)"))
         }
         return t

@@ -60,6 +60,10 @@ ah_dispatch_level ah_dispatch_set(ah_dispatch_level level);
 
 // MARK: - Conversions (all: `n` elements, no aliasing between src and dst)
 
+/// F16/BF16 <-> F32 outputs of at least this many bytes are written with non-temporal
+/// (streaming) stores by the vector kernels, bypassing the caches (see convert.c).
+#define AH_STREAM_MIN_BYTES 8388608
+
 /// Exact. A NaN keeps its sign and payload and comes out quiet (as F16C's vcvtph2ps).
 void ah_f16_to_f32(const uint16_t *src, float *dst, size_t n);
 /// Exact: the bits shifted left by 16 (a NaN's bits are kept as they are, as in PyTorch).
@@ -123,4 +127,7 @@ int ah_dgetri(int n, double *a, int lda, const int *ipiv);
 #ifdef __cplusplus
 }
 #endif
+// Neural-network kernels for the Stable Diffusion runtime (nn_kernels.c).
+#include "ah_nn.h"
+
 #endif

@@ -1,0 +1,191 @@
+import Host
+import Tensor
+
+/// Zero padding on each side of an image.
+public struct ConvPadding: Equatable, Sendable {
+    public var top, bottom, left, right: Int
+
+    public init(top: Int, bottom: Int, left: Int, right: Int) {
+        (self.top, self.bottom, self.left, self.right) = (top, bottom, left, right)
+    }
+
+    /// The same padding on every side.
+    public static func symmetric(_ p: Int) -> ConvPadding { ConvPadding(top: p, bottom: p, left: p, right: p) }
+
+    var isSymmetric: Bool { top == bottom && left == right && top == left }
+}
+
+/// `torch.nn.Conv2d` (groups 1, dilation 1) on NCHW F32 images: im2col + one GEMM per block
+/// of output rows (`W[O, C·kh·kw] · columns`), 1×1 stride-1 kernels as a plain GEMM.
+///
+/// Fusions the UNet and VAE use: the output is initialised with bias (+ a per-image,
+/// per-channel term such as the resnet time embedding, + a residual image) and the GEMM
+/// accumulates into it, so none of those costs a pass of its own; a nearest-neighbour 2×
+/// upsampling of the input (`Upsample2D`) is read straight from the small image by the
+/// unfolding, never materialised. Asymmetric padding covers the VAE encoder's
+/// `F.pad(x, (0, 1, 0, 1))` before its stride-2 convolution.
+public struct Conv2d {
+    public let weight: Parameter
+    public let bias: Parameter?
+    public let stride: Int
+    public let padding: ConvPadding
+    public let inChannels, outChannels, kernelHeight, kernelWidth: Int
+
+    /// Columns (floats) one unfolding block may hold: 16 MiB keeps GEMMs large and the buffer
+    /// in the last-level cache of most machines. (Tests lower it to exercise blocking.)
+    var columnBudget = 1 << 22
+
+    /// The layer at `loader`; padding defaults to "same" for odd kernels (kernel/2).
+    public init(_ loader: WeightLoader, stride: Int = 1, padding: ConvPadding? = nil) throws {
+        try BLAS.ensureLoaded()
+        let weight = try loader.parameter("weight")
+        try weight.require(weight.shape.count == 4, "a convolution needs an [out, in, kh, kw] weight")
+        self.weight = weight
+        self.bias = try loader.optionalParameter("bias")
+        (outChannels, inChannels, kernelHeight, kernelWidth) = (weight.shape[0], weight.shape[1], weight.shape[2], weight.shape[3])
+        self.stride = stride
+        self.padding = padding ?? .symmetric(kernelHeight / 2)
+        if let bias { try bias.require(bias.shape == [outChannels], "bias must have \(outChannels) elements") }
+    }
+
+    /// Output height and width for an input of `height × width` (after the optional upsampling).
+    public func outputSize(height: Int, width: Int, upsample: Int = 1) -> (height: Int, width: Int) {
+        ((height * upsample + padding.top + padding.bottom - kernelHeight) / stride + 1,
+         (width * upsample + padding.left + padding.right - kernelWidth) / stride + 1)
+    }
+
+    /// The convolution of `x` [B, C, H, W] (nearest-upsampled 2× first when `upsample2x`),
+    /// plus bias, plus `perImageChannel[b·O + o]` and `residual` (output-shaped) when given.
+    public func callAsFunction(_ x: Tensor, hooks: GenerationHooks = .none, workspace: Workspace,
+                               upsample2x: Bool = false, perImageChannel: [Float]? = nil,
+                               adding residual: Tensor? = nil) throws -> Tensor {
+        precondition(x.rank == 4 && x.shape[1] == inChannels,
+                     "\(weight.diffusersKey): input \(x.shape) is not [B, \(inChannels), H, W]")
+        let input = x.contiguousF32
+        let (batch, height, width) = (x.shape[0], x.shape[2], x.shape[3])
+        let up = upsample2x ? 2 : 1
+        let (outH, outW) = outputSize(height: height, width: width, upsample: up)
+        precondition(outH > 0 && outW > 0, "\(weight.diffusersKey): kernel larger than the padded input \(x.shape)")
+        let out = Tensor(uninitialized: [batch, outChannels, outH, outW])
+        let plane = outH * outW
+        if let perImageChannel { precondition(perImageChannel.count == batch * outChannels) }
+        let accumulate = try prefillChannels(out.f32Pointer, batch: batch, channels: outChannels, plane: plane,
+                                             bias: bias?.floats(), perImageChannel: perImageChannel,
+                                             residual: residual, shape: out.shape)
+        let pointwise = kernelHeight == 1 && kernelWidth == 1 && stride == 1 && up == 1
+            && padding == .symmetric(0)
+        let depth = inChannels * kernelHeight * kernelWidth
+        try workspace.withF32(weight.current()) { w in
+            if pointwise {
+                for b in 0..<batch {
+                    sgemm(m: outChannels, n: plane, k: inChannels, a: w, lda: inChannels,
+                          b: input.f32Pointer + b * inChannels * plane, ldb: plane,
+                          beta: accumulate ? 1 : 0, c: out.f32Pointer + b * outChannels * plane, ldc: plane)
+                }
+                return
+            }
+            let rowsPerBlock = max(1, min(outH, columnBudget / max(1, depth * outW)))
+            let columns = workspace.floats(.columns, count: depth * rowsPerBlock * outW)
+            let unfold = Unfold(channels: inChannels, height: height, width: width, upsample: up,
+                                kernelH: kernelHeight, kernelW: kernelWidth, stride: stride,
+                                padTop: padding.top, padLeft: padding.left, outW: outW)
+            for b in 0..<batch {
+                let image = UnsafePointer(input.f32Pointer + b * inChannels * height * width)
+                var row0 = 0
+                while row0 < outH {
+                    let rows = min(rowsPerBlock, outH - row0)
+                    unfold.columns(image, firstRow: row0, rows: rows, into: columns)
+                    sgemm(m: outChannels, n: rows * outW, k: depth, a: w, lda: depth, b: columns, ldb: rows * outW,
+                          beta: accumulate ? 1 : 0, c: out.f32Pointer + b * outChannels * plane + row0 * outW, ldc: plane)
+                    row0 += rows
+                }
+            }
+        }
+        if let bypass = hooks.bypass(for: weight.modelKey) {
+            // Adapters see the layer as torch runs it: the (upsampled, pre-padded) input and
+            // a symmetric-padding convolution.
+            var seen = upsample2x ? upsampleNearest2x(input) : input
+            var layerPadding = padding.top
+            if !padding.isSymmetric {
+                seen = seen.padded([(0, 0), (0, 0), (padding.top, padding.bottom), (padding.left, padding.right)])
+                layerPadding = 0
+            }
+            if let t = try bypass.contribution(for: weight.modelKey, input: seen,
+                                               layer: .conv2d(stride: stride, padding: layerPadding)) {
+                addInPlace(out, t)
+            }
+        }
+        return out
+    }
+}
+
+/// Nearest-neighbour 2× upsampling of NCHW F32 (`F.interpolate(scale_factor=2, mode="nearest")`).
+func upsampleNearest2x(_ x: Tensor) -> Tensor {
+    upsampleNearest(x, height: x.shape[2] * 2, width: x.shape[3] * 2)
+}
+
+/// Nearest-neighbour resize of NCHW F32 to `height × width`, as torch's `nearest` mode:
+/// source index = floor(dst · in / out) (clamped).
+func upsampleNearest(_ x: Tensor, height: Int, width: Int) -> Tensor {
+    let input = x.contiguousF32
+    let (batch, channels, inH, inW) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+    let out = Tensor(uninitialized: [batch, channels, height, width])
+    let src = UnsafePointer(input.f32Pointer), dst = out.f32Pointer
+    let scaleH = Float(inH) / Float(height), scaleW = Float(inW) / Float(width)
+    let columnIndex = (0..<width).map { min(Int((Float($0) * scaleW).rounded(.down)), inW - 1) }
+    withExtendedLifetime(input) {
+        columnIndex.withUnsafeBufferPointer { cols in
+            Work.ranges(batch * channels, costPerItem: height * width) { range in
+                for bc in range {
+                    for oh in 0..<height {
+                        let ih = min(Int((Float(oh) * scaleH).rounded(.down)), inH - 1)
+                        let s = src + (bc * inH + ih) * inW, d = dst + (bc * height + oh) * width
+                        for ow in 0..<width { d[ow] = s[cols[ow]] }
+                    }
+                }
+            }
+        }
+    }
+    return out
+}
+
+/// The im2col unfolding of one CHW image: row (c, ki, kj) of the columns holds, for each
+/// output position (oh, ow), the (logically upsampled, padded) input at
+/// (oh·stride − padTop + ki, ow·stride − padLeft + kj), or 0 outside the image.
+struct Unfold {
+    let channels, height, width, upsample, kernelH, kernelW, stride, padTop, padLeft, outW: Int
+
+    /// Writes rows [depth, rows·outW] for output rows `firstRow ..< firstRow + rows`.
+    func columns(_ image: UnsafePointer<Float>, firstRow: Int, rows: Int, into columns: UnsafeMutablePointer<Float>) {
+        let depth = channels * kernelH * kernelW, blockWidth = rows * outW
+        let logicalH = height * upsample, logicalW = width * upsample
+        Work.ranges(depth, costPerItem: blockWidth) { range in
+            for r in range {
+                let c = r / (kernelH * kernelW), ki = (r / kernelW) % kernelH, kj = r % kernelW
+                let shift = kj - padLeft
+                // Output columns whose logical input column ow·stride + shift lies in [0, logicalW).
+                let first = min(outW, shift >= 0 ? 0 : (-shift + stride - 1) / stride)
+                let lastInput = logicalW - 1 - shift
+                let end = lastInput < 0 ? first : max(first, min(outW, lastInput / stride + 1))
+                for t in 0..<rows {
+                    let dst = columns + r * blockWidth + t * outW
+                    let ih = (firstRow + t) * stride - padTop + ki
+                    if ih < 0 || ih >= logicalH {
+                        dst.update(repeating: 0, count: outW)
+                        continue
+                    }
+                    let src = image + (c * height + ih / upsample) * width
+                    dst.update(repeating: 0, count: first)
+                    if upsample == 1 && stride == 1 {
+                        (dst + first).update(from: src + (first + shift), count: end - first)
+                    } else if upsample == 1 {
+                        for ow in first..<end { dst[ow] = src[ow * stride + shift] }
+                    } else {
+                        for ow in first..<end { dst[ow] = src[(ow * stride + shift) / upsample] }
+                    }
+                    (dst + end).update(repeating: 0, count: outW - end)
+                }
+            }
+        }
+    }
+}
