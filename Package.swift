@@ -31,6 +31,10 @@ let package = Package(
         ),
         // Safe reader of PyTorch pickles (.pt/.ckpt/.bin): builds tensors, executes nothing.
         .target(name: "TorchPickle", dependencies: ["Tensor"], path: "Sources/TorchPickle"),
+        .systemLibrary(
+            name: "CPNG", path: "Sources/CPNG", pkgConfig: "libpng",
+            providers: [.apt(["libpng-dev"])]
+        ),
         // The plugin ABI: one header, shared by the host and by plugins in any language.
         .target(name: "CAdapterHostPlugin", path: "Sources/CAdapterHostPlugin"),
         .target(
@@ -43,7 +47,7 @@ let package = Package(
         .target(name: "DreamBooth", dependencies: ["Host", "Tensor", "SafeTensors"], path: "Sources/Adapters/DreamBooth"),
         // The Stable Diffusion runtime: meets adapter methods only through Host's protocols.
         .target(
-            name: "Runtime", dependencies: ["Host", "Tensor", "SafeTensors"], path: "Sources/Runtime",
+            name: "Runtime", dependencies: ["Host", "Tensor", "SafeTensors", "TorchPickle", "CPNG"], path: "Sources/Runtime",
             resources: [.copy("Resources")]
         ),
         .executableTarget(
@@ -56,7 +60,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "adapterhost-bench",
-            dependencies: ["Tensor", "SafeTensors"],
+            dependencies: ["Tensor", "SafeTensors", "Host", "Runtime"],
             path: "Benchmarks/adapterhost-bench"
         ),
         .testTarget(
@@ -78,7 +82,7 @@ let package = Package(
             resources: [.copy("Fixtures")]
         ),
         .testTarget(
-            name: "RuntimeTests", dependencies: ["Runtime", "Host"], path: "Tests/RuntimeTests",
+            name: "RuntimeTests", dependencies: ["Runtime", "Host", "LoRA"], path: "Tests/RuntimeTests",
             resources: [.copy("Fixtures")]
         ),
         .testTarget(

@@ -35,7 +35,32 @@ import tempfile
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+
+
+DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+          torch.int64: "I64", torch.int32: "I32", torch.int8: "I8", torch.uint8: "U8", torch.bool: "BOOL"}
+
+
+def save_file(tensors, path, metadata=None):
+    """safetensors with a reproducible header (sorted names and metadata; the reference writer
+    keeps metadata in a hash map, so its bytes change from run to run)."""
+    header, blobs, offset = {}, [], 0
+    if metadata:
+        header["__metadata__"] = {k: str(v) for k, v in sorted(metadata.items())}
+    for name in sorted(tensors):
+        t = tensors[name].detach().contiguous().cpu()
+        data = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
+        header[name] = {"dtype": DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
+        blobs.append(data)
+        offset += len(data)
+    text = json.dumps(header, sort_keys=False, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as f:
+        f.write(len(text).to_bytes(8, "little"))
+        f.write(text)
+        for b in blobs:
+            f.write(b)
 
 logging.getLogger("diffusers").setLevel(logging.ERROR)
 logging.getLogger("transformers").setLevel(logging.ERROR)
@@ -118,13 +143,6 @@ class TinyModel:
                 src = origin.get(digest(p.to(self.dtype)))
                 assert src is not None, f"{name}: {comp}.{pname} has no single-file tensor"
                 self.where[(comp, pname)] = src
-
-    def module_path(self, module):
-        for comp, model in self.components.items():
-            for path, m in model.named_modules():
-                if m is module:
-                    return comp, path
-        raise KeyError(module)
 
     def sgm_name(self, comp, path):
         """kohya's SDXL UNet spelling: `lora_unet_` + the sgm (single-file) module path."""
@@ -1123,4 +1141,9 @@ def main():
 
 
 if __name__ == "__main__":
+    # PEFT writes target_modules from a set into lora_adapter_metadata: fix string hashing so the
+    # fixtures are byte-for-byte reproducible.
+    if os.environ.get("PYTHONHASHSEED") != "0":
+        os.environ["PYTHONHASHSEED"] = "0"
+        os.execv(sys.executable, [sys.executable] + sys.argv)
     main()

@@ -2,7 +2,7 @@
 //
 //   adapterhost-bench <suite> [--json] [options]
 //
-// Suites: gemm, convert, safetensors-read, blas-info. tools/run_benchmarks.sh runs them
+// Suites: gemm, convert, safetensors-read, blas-info, unet, vae, textencoder. tools/run_benchmarks.sh runs them
 // next to tools/bench_peers.py (PyTorch, numpy) and prints the ratios.
 import Foundation
 import Tensor
@@ -13,6 +13,9 @@ usage: adapterhost-bench <suite> [--json] [options]
   convert           conversion Gelem/s     [--elements 67108864] [--runs 5]
   safetensors-read  read a file into F32   --file PATH [--tag NAME] [--runs 3]
   blas-info         OpenBLAS kernel set, as JSON with --json: {core, requested, fromEnv, threads, cores}
+  unet              SD1.5 UNet call, s     [--runs 3] [--batch 2] [--latent 64] [--weights f32|f16] [--modes base,bypass,merged] [--rank 32]
+  vae               SD1.5 VAE decode, s    [--runs 3] [--latent 64] [--weights f32|f16]
+  textencoder       CLIP text encoder, s   [--runs 5] [--batch 2] [--model clip-l|bigg] [--weights f32|f16] [--modes base,bypass] [--rank 32]
 """
 
 /// `--name value` from the arguments, or nil.
@@ -48,6 +51,12 @@ do {
         guard let path = option("--file", in: arguments) else { fail("safetensors-read: --file PATH is required") }
         let results = try runSafeTensorsRead(path: path, tag: option("--tag", in: arguments), runs: runs ?? 3)
         emit(SuiteReport(suite: suite, machine: .current(), results: results), json: json)
+    case "unet":
+        emit(SuiteReport(suite: suite, machine: .current(), results: try runUNetSuite(arguments: arguments)), json: json)
+    case "vae":
+        emit(SuiteReport(suite: suite, machine: .current(), results: try runVAESuite(arguments: arguments)), json: json)
+    case "textencoder":
+        emit(SuiteReport(suite: suite, machine: .current(), results: try runTextEncoderSuite(arguments: arguments)), json: json)
     case "-h", "--help", "help":
         print(usage)
     default:

@@ -1,6 +1,9 @@
 import Foundation
 import Host
+import DreamBooth
+import Hypernetwork
 import LoRA
+import TextualInversion
 
 /// The composition root's registry: the built-in adapter methods, then the runtime plugins of
 /// `pluginDir` (nil: none). Plugin failures never stop the host; they are returned for the
@@ -18,6 +21,9 @@ func makeRegistry(pluginDir: String?) -> (AdapterRegistry, [PluginLoadFailure]) 
 func registerBuiltIns(into registry: AdapterRegistry) {
     // Built-in ids are unique by construction: a failure here is a programming error.
     try! registerLoRAFamily(into: registry)
+    try! registerTextualInversion(into: registry)
+    try! registerHypernetwork(into: registry)
+    try! registerDreamBooth(into: registry)
 }
 
 /// The default plugin directory for a command working on `path`: `plugins/` beside it, when

@@ -233,15 +233,27 @@ enum DeltaFitting {
         return nil
     }
 
-    /// w[rowOffset…] += delta (F32; `w` owned and contiguous).
+    /// w[rowOffset…] += delta (`w` owned, contiguous F32). An F64 delta is added in F64 and
+    /// rounded once: a difference stored exactly in F64 (DreamBooth's B − A) then gives B back
+    /// bit for bit, which an F32 sum cannot when B − A has bits below A's grid.
     static func accumulate(_ delta: Tensor, into w: Tensor, rowOffset: Int) {
-        let d = delta.to(.f32)
         let rowSize = w.rank == 0 ? 1 : w.count / max(w.shape[0], 1)
         let start = rowOffset * rowSize
         w.withMutableFloats { wp in
+            let base = wp.baseAddress! + start
+            if delta.dtype == .f64 {
+                let d = delta.contiguous()
+                d.withDoubles { dp in
+                    precondition(start + dp.count <= wp.count, "delta exceeds target")
+                    Parallel.forChunks(dp.count) { r in
+                        for i in r { base[i] = Float(Double(base[i]) + dp[i]) }
+                    }
+                }
+                return
+            }
+            let d = delta.to(.f32)
             d.withFloats { dp in
                 precondition(start + dp.count <= wp.count, "delta exceeds target")
-                let base = wp.baseAddress! + start
                 Parallel.forChunks(dp.count) { r in
                     for i in r { base[i] += dp[i] }
                 }

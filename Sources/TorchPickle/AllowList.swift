@@ -53,7 +53,9 @@ struct AllowedGlobal: Equatable {
     /// `torch._tensor._rebuild_from_type_v2` (tensor subclasses, tensors with Python attributes),
     /// sparse/quantized/meta rebuild functions, `torch.device`, `copyreg`, and everything else.
     static func lookup(module: String, name: String) -> AllowedGlobal? {
-        guard let kind = table[module + "." + name] else { return nil }
+        // Dotted names (protocol 4 attribute paths such as "OrderedDict.fromkeys") never match:
+        // every entry is a top-level name of its module.
+        guard !name.contains("."), let kind = table[module + "." + name] else { return nil }
         return AllowedGlobal(module: module, name: name, kind: kind)
     }
 

@@ -10,8 +10,8 @@ protocol StorageLocator: AnyObject {
 ///
 /// This is the one recursive step, so it enforces the structural limits: nesting depth, cycles
 /// (a container reached again on the current path), and an expansion budget proportional to the
-/// number of opcodes run (shared references may repeat a subtree, but a legitimate file does not
-/// expand exponentially).
+/// number of opcodes run plus a fixed allowance (shared references may repeat a subtree, but a
+/// legitimate file does not expand exponentially).
 struct Converter {
     let file: String
     let limits: TorchPickle.Limits
@@ -24,8 +24,9 @@ struct Converter {
         self.file = file
         self.limits = limits
         self.locator = locator
-        let (scaled, overflow) = opcodeCount.multipliedReportingOverflow(by: limits.expansionFactor)
-        self.budgetLimit = overflow ? Int.max : scaled + 1_000
+        let (scaled, o1) = opcodeCount.multipliedReportingOverflow(by: limits.expansionFactor)
+        let (total, o2) = scaled.addingReportingOverflow(limits.expansionAllowance)
+        self.budgetLimit = o1 || o2 ? Int.max : total
         self.budget = budgetLimit
     }
 

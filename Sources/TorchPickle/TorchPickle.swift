@@ -12,14 +12,19 @@ public enum TorchPickle {
         public var maxNestingDepth: Int
         /// Most containers one file may create (each costs ~100 bytes while reading).
         public var maxContainers: Int
-        /// Values the result may hold per opcode executed (shared references may repeat a
-        /// subtree; this stops exponential "billion laughs" expansion).
+        /// Values the result may hold per opcode executed. Shared references (BINGET of a
+        /// container) repeat a subtree in the result; this bounds "billion laughs" expansion.
         public var expansionFactor: Int
+        /// Values the result may hold beyond `expansionFactor` × opcodes (legitimate sharing, such
+        /// as one config dict referenced many times).
+        public var expansionAllowance: Int
 
-        public init(maxNestingDepth: Int = 100, maxContainers: Int = 10_000_000, expansionFactor: Int = 4) {
+        public init(maxNestingDepth: Int = 100, maxContainers: Int = 10_000_000, expansionFactor: Int = 4,
+                    expansionAllowance: Int = 1_000_000) {
             self.maxNestingDepth = maxNestingDepth
             self.maxContainers = maxContainers
             self.expansionFactor = expansionFactor
+            self.expansionAllowance = expansionAllowance
         }
     }
 

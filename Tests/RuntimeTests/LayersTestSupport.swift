@@ -18,8 +18,8 @@ enum NetworkFixtures {
         try ModelWeights.load(path: models.appendingPathComponent(name).path)
     }
 
-    /// The tiny models' UNet settings: 2 heads per attention, 4 GroupNorm groups.
-    static let tinyUNet = UNetConfig(attentionHeads: .count([2]), normGroups: 4)
+    /// The tiny models' UNet settings: 2 heads per attention, 4 GroupNorm groups, 8-wide SDXL time ids.
+    static let tinyUNet = UNetConfig(attentionHeads: .count([2]), normGroups: 4, additionTimeEmbedDimension: 8)
     /// The tiny VAE's settings.
     static let tinyVAE = VAEConfig(scalingFactor: 0.18215, normGroups: 4)
 

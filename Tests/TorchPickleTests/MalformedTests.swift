@@ -140,7 +140,15 @@ import Testing
             b += [0x30]  // POP the new list (it stays in the memo)
         }
         b += [0x6A] + P.le(UInt32(60)) + P.stop
-        #expect({ if case .expansionLimit = rule(b) { return true } else { return false } }())
+        let limits = TorchPickle.Limits(expansionAllowance: 10_000)
+        #expect(caught { try TorchPickle.parse(b, limits: limits) }?.rule == .expansionLimit(limit: 4 * 427 + 10_000))  // 427 opcodes
+        // Moderate sharing is fine: 2^10 leaves from 10 levels.
+        var ok = P.proto(4) + P.emptyList + P.put(0) + P.int(0) + P.append
+        for i in 0..<10 {
+            ok += P.emptyList + [0x72] + P.le(UInt32(i + 1)) + P.mark + [0x6A] + P.le(UInt32(i)) + [0x6A] + P.le(UInt32(i)) + [0x65] + [0x30]
+        }
+        ok += [0x6A] + P.le(UInt32(10)) + P.stop
+        #expect(caught { try TorchPickle.parse(ok, limits: limits) } == nil)
     }
 
     @Test func containerLimit() {

@@ -19,7 +19,12 @@ final class DreamBoothModule: LinearAdapterModule {
     var changesBias: Bool { biasDelta != nil }
 
     func unitDelta(dynRank: Int?) throws -> ModuleDelta {
-        // Stored in F32 or, when exact there, in the checkpoint's dtype: widening is exact.
-        ModuleDelta(weight: weightDelta?.to(.f32), bias: biasDelta?.to(.f32))
+        // Stored in F64 (exact B − A, see TensorDifference), F32, or the checkpoint's dtype when
+        // exact there. F64 stays F64: the host adds it in F64 so weight 1 gives B back exactly.
+        ModuleDelta(weight: weightDelta.map(Self.computeForm), bias: biasDelta.map(Self.computeForm))
+    }
+
+    private static func computeForm(_ t: Tensor) -> Tensor {
+        t.dtype == .f64 ? t.contiguous() : t.to(.f32)
     }
 }

@@ -6,10 +6,10 @@ import Tensor
 /// The host merges as `PatchPlan` does: W' = round_dtype(W₃₂ + w·Δ₃₂) (F32 sum, one rounding
 /// to the checkpoint dtype). With Δ = B₃₂ − A₃₂ in F32:
 ///
-/// - F16: A and B are multiples of 2⁻²⁴ below 2¹⁶, so B − A is exact in F32 unless one value is
-///   thousands of times the other and the difference is ≥ 0.5; then A + Δ = B exactly. Where
-///   not, a neighbouring F32 Δ (±1…8 ulps) usually rounds back to B: every F16 fixture element
-///   does, sign flips included.
+/// - F16: A and B are multiples of 2⁻²⁴ below 2¹⁶, so B − A is exact in F32 (and A + Δ = B)
+///   unless the difference is ≥ 0.5 and B is thousands of times smaller than A (a weight of
+///   ~2 shrinking to ~1e-4). B = −0 needs a neighbouring Δ (A + Δ is +0): the search below
+///   tries F32 neighbours ±1…8 ulps and keeps the first that rounds back to B.
 /// - BF16: the same, unless a value shrinks by more than ~2¹⁶ (B's bits then lie below the
 ///   F32 grid of A + Δ).
 /// - F32: exact whenever B is within a factor 2 of A (Sterbenz), which is most of a fine-tune;
@@ -27,7 +27,7 @@ struct TensorDifference {
         case f32
     }
 
-    /// Δ in F32, contiguous, the tensors' shape.
+    /// Δ in F32 (F64 when only F64 reproduces B), contiguous, the tensors' shape.
     let delta: Tensor
     /// The dtype Δ is written in (converting `delta` to it is exact).
     let storageDType: DType
@@ -70,8 +70,23 @@ struct TensorDifference {
             }
         }
         var storageDType = DType.f32
-        if storage == .auto, dtype.byteSize < DType.f32.byteSize, Self.isExact(d, in: dtype) { storageDType = dtype }
-        self.delta = d
+        var delta = d
+        if unreproducible > 0 {
+            // No F32 Δ reproduces some elements: store B − A in F64, where it is exact (two F32
+            // values differ by at most 2^(e_max−e_min) units, well inside 53 bits for weights),
+            // and the host adds F64 deltas in F64, rounding once: A + Δ = B exactly.
+            let d64 = (b.to(.f64) - a.to(.f64)).contiguous()
+            let merged64 = Self.mergeInF64(a32, d64).to(dtype).contiguous()
+            let still = Self.mismatchedElements(merged64, tunedBytes).count
+            corrected += unreproducible - still
+            unreproducible = still
+            if still == 0 { maxError = 0 }
+            delta = d64
+            storageDType = .f64
+        } else if storage == .auto, dtype.byteSize < DType.f32.byteSize, Self.isExact(d, in: dtype) {
+            storageDType = dtype
+        }
+        self.delta = delta
         self.storageDType = storageDType
         self.corrected = corrected
         self.unreproducible = unreproducible
@@ -120,6 +135,19 @@ struct TensorDifference {
     /// `value` rounded to `dtype` and widened back to F32.
     static func roundTrip(_ value: Float, _ dtype: DType) -> Float {
         Tensor(shape: [1], values: [value]).to(dtype).to(.f32).floats[0]
+    }
+
+    /// A (F32) + Δ (F64) summed in F64 and rounded once to F32, as the host's merge does.
+    static func mergeInF64(_ a: Tensor, _ d: Tensor) -> Tensor {
+        let out = Tensor(uninitialized: a.shape, dtype: .f32)
+        a.withFloats { ap in
+            d.withDoubles { dp in
+                out.withMutableFloats { op in
+                    for i in 0..<ap.count { op[i] = Float(Double(ap[i]) + dp[i]) }
+                }
+            }
+        }
+        return out
     }
 
     /// True when every element of `d` (F32) survives the trip to `dtype` and back bit for bit.

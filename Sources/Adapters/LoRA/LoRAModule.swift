@@ -71,12 +71,15 @@ final class LoRAModule: WeightDeltaModule {
         let factor = scale * Double(options.strength)
         let r = usedRank(options.dynRank)
         switch layer {
+        // A module whose factors do not fit the layer gets no forward term: the host's dense
+        // path then reports the misfit as an error instead of a shape precondition failing here.
         case .linear:
-            guard mid == nil else { return nil }
+            guard mid == nil, x.rank >= 1, FactorMath.matrix(down).shape[1] == x.shape[x.rank - 1] else { return nil }
             let d = FactorMath.matrix(down).sliced(axis: 0, 0..<r)
             let u = FactorMath.matrix(up).sliced(axis: 1, 0..<r)
             return x.matmul(d.transposed()).matmul(u.transposed()).scaled(by: factor)
         case let .conv2d(stride, padding):
+            guard x.rank == 4, down.shape[1] == x.shape[1] else { return nil }
             let u4 = FactorMath.matrix(up).sliced(axis: 1, 0..<r).contiguous().reshaped([up.shape[0], r, 1, 1])
             let hidden: Tensor
             if let mid {
