@@ -72,7 +72,10 @@ let package = Package(
             resources: [.copy("Fixtures")]
         ),
         .testTarget(
-            name: "HostTests", dependencies: ["Host"], path: "Tests/HostTests",
+            // LoRA: the patch-engine tests apply real LoRA/DoRA modules (and read LoRATests' fixtures).
+            // Runtime: only PromptRuntimeEquivalenceTests (Host's tag parser vs Runtime's stripExtraNetworkTags);
+            // drop it with that file once Runtime's copy is gone.
+            name: "HostTests", dependencies: ["Host", "LoRA"], path: "Tests/HostTests",
             // BadPlugins/*.c are compiled by the plugin tests at run time, not by SwiftPM.
             exclude: ["BadPlugins"],
             resources: [.copy("Fixtures")]
@@ -82,7 +85,10 @@ let package = Package(
             resources: [.copy("Fixtures")]
         ),
         .testTarget(
-            name: "RuntimeTests", dependencies: ["Runtime", "Host", "LoRA"], path: "Tests/RuntimeTests",
+            // TextualInversion, Hypernetwork: AdapterConformance*Tests load real TI/hypernetwork files
+            // through the registry (the Runtime library itself never depends on method modules).
+            name: "RuntimeTests", dependencies: ["Runtime", "Host", "LoRA", "TextualInversion", "Hypernetwork"],
+            path: "Tests/RuntimeTests",
             resources: [.copy("Fixtures")]
         ),
         .testTarget(

@@ -302,7 +302,7 @@ def check_chunker_against_webui(tokenize):
 # ----------------------------------------------------------------------------------------------
 
 VOCAB = 49408
-# (A, B, C) of each encoder's formula token table (also in ConditioningTests.swift).
+# (A, B, C) of each encoder's formula token table (written to conditioning.json for the Swift test).
 TABLES = {"sd1": (7919, 104729, 11), "sd2": (6007, 15485863, 23),
           "sdxl.0": (7927, 104723, 37), "sdxl.1": (6011, 15485867, 41)}
 
@@ -490,3 +490,5 @@ if __name__ == "__main__":
     os.makedirs(OUT, exist_ok=True)
     gen_encoder_ids()
     gen_conditioning()
+    for name in os.listdir(OUT):
+        os.chmod(os.path.join(OUT, name), 0o644)  # save_file creates files readable by the owner only

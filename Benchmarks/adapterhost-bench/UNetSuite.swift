@@ -12,8 +12,10 @@ import Tensor
 // UNet2DConditionModel / AutoencoderKL on the same shapes with torch (2 threads, eval, no_grad).
 //
 //   unet [--runs 3] [--batch 2] [--latent 64] [--weights f32|f16] [--modes base,bypass,merged]
-//                   [--rank 32]
-//   vae  [--runs 3] [--latent 64] [--weights f32|f16]
+//                   [--rank 32] [--profile]
+//   vae  [--runs 3] [--latent 64] [--weights f32|f16] [--profile]
+//
+// --profile: one more call with NetworkProfiler on; its per-step table goes to stderr.
 //
 // Modes: base (no adapters); bypass (a rank-r LoRA-like adapter on every transformer linear
 // layer and SD1's 1×1 proj_in/proj_out, applied at run time through BypassPatch); merged (the
@@ -192,6 +194,27 @@ func peakRSSMiB() -> Double {
     return Double(usage.ru_maxrss) / 1024
 }
 
+/// With `--profile`, runs `call` once more with the network profiler on and prints its table.
+func profileIfAsked(_ arguments: [String], _ call: () throws -> Void) rethrows {
+    guard arguments.contains("--profile") else { return }
+    NetworkProfiler.reset()
+    NetworkProfiler.isEnabled = true
+    let start = now()
+    try call()
+    let total = now() - start
+    NetworkProfiler.isEnabled = false
+    var lines = [String(format: "profile: %.3f s total", total)]
+    var covered = 0.0
+    for row in NetworkProfiler.report {
+        covered += row.seconds
+        let rate = row.gflops.map { String(format: "%6.1f GFLOP/s", $0) } ?? ""
+        lines.append(String(format: "  %-22@ %8.3f s %5.1f%% %6d calls  ", row.step as NSString, row.seconds,
+                            100 * row.seconds / total, row.calls) + rate)
+    }
+    lines.append(String(format: "  %-22@ %8.3f s %5.1f%%", "(other)" as NSString, total - covered, 100 * (total - covered) / total))
+    FileHandle.standardError.write(Data((lines.joined(separator: "\n") + "\n").utf8))
+}
+
 /// Deterministic input of `shape`, uniform in [-1, 1).
 func benchInput(_ shape: [Int], seed: UInt64) -> Tensor {
     var rng = BenchRandom(state: seed)
@@ -229,6 +252,7 @@ func runUNetSuite(arguments: [String]) throws -> [Measurement] {
     }
 
     if modes.contains("base") {
+        try profileIfAsked(arguments) { blackHole(try unet(sample, timestep: 500, context: context)) }
         try measure(tag, .none, "no adapters")
         baseTime = results.last?.bestSeconds
         results.append(Measurement(name: tag + "_peak_rss", value: peakRSSMiB(), unit: "MiB", better: .lower,
@@ -259,6 +283,7 @@ func runVAESuite(arguments: [String]) throws -> [Measurement] {
     let weightBytes = model.keys.reduce(0) { $0 + model.tensor($1)!.byteCount }
     let vae = try AutoencoderKL(weights: model, config: .standard(for: .sd1))
     let latents = benchInput([1, 4, latent, latent], seed: 21)
+    try profileIfAsked(arguments) { blackHole(try vae.decode(latents)) }
     var failure: Error?
     let time = timeBest(warmup: 1, runs: runs) {
         do { blackHole(try vae.decode(latents)) } catch { failure = error }

@@ -27,7 +27,7 @@ struct Inspect: ParsableCommand {
     @Flag(help: "Print JSON.") var json = false
 
     func run() throws {
-        let report: InspectReport
+        var report: InspectReport
         do {
             report = try InspectReport(path: file)
         } catch {
@@ -36,8 +36,8 @@ struct Inspect: ParsableCommand {
             fputs("adapterhost: error: \(error)\n", stderr)
             throw ExitCode(1)
         }
-        // Extension point: adapter-method detection appends its section here, e.g.
-        // `report.sections.append(MethodSection(...))`.
+        // Extension point: adapter-method detection appends its section here.
+        if let section = AdapterSection.make(path: file) { report.sections.append(section) }
         let text = json ? InspectRenderer.json(report) : InspectRenderer.table(report)
         // stdio, not FileHandle: a closed pipe (`| head`) must not trap.
         fputs(text, stdout)

@@ -41,6 +41,11 @@ public protocol AdapterModule: AnyObject {
     var dependsOnWeight: Bool { get }
     /// Whether the module also changes the target's bias.
     var changesBias: Bool { get }
+    /// The shape of the weight delta when the module can tell it without computing it (from
+    /// its factors' shapes); nil when only computing the delta would tell. `PatchPlan` uses
+    /// it to report a module whose delta cannot fit its target (skipped, with the reason)
+    /// instead of failing the whole patch when the delta is computed.
+    var deltaShape: [Int]? { get }
     /// The delta at `strength` for the current target weight `weight` (F32, target shape;
     /// for fused targets such as OpenCLIP's in_proj, only this module's rows).
     func delta(weight: Tensor, options: DeltaOptions) throws -> ModuleDelta
@@ -66,6 +71,7 @@ extension AdapterModule {
     public var alpha: Float? { nil }
     public var dependsOnWeight: Bool { false }
     public var changesBias: Bool { false }
+    public var deltaShape: [Int]? { nil }
     public func forwardTerm(input x: Tensor, layer: LayerKind, options: DeltaOptions) throws -> Tensor? { nil }
 }
 

@@ -44,10 +44,24 @@ public final class PatchEngine {
 
 /// Bypass mode: weights untouched; the runtime asks, per layer, for the adapters' additive
 /// contribution to the layer's output: y = f(x) + Σ forwardTermᵢ(x).
+///
+/// On a layer where some module depends on the weight (DoRA, IA3, OFT, GLoRA), the terms do
+/// not add up independently (each such module sees W as changed by the modules before it,
+/// see `PatchPlan`): the contribution is then that of the whole chain, x·(W_chain − W)ᵀ, so
+/// bypass and merged mode agree.
 public final class BypassPatch {
     public let plan: PatchPlan
-    /// Dense deltas of modules without a cheaper forward form, computed once.
-    private var denseCache: [ObjectIdentifier: Tensor] = [:]
+    /// A dense delta: of one planned module (`module` set; the same adapter may be twice in a
+    /// stack with other options), or of a weight's whole chain (`module` nil), per row block.
+    private struct DenseKey: Hashable {
+        let weightKey: String
+        let rows: Range<Int>?
+        let module: ObjectIdentifier?
+        let strength: Float
+        let dynRank: Int?
+    }
+    /// Dense deltas of modules without a cheaper forward form, and chain deltas, computed once.
+    private var denseCache: [DenseKey: Tensor] = [:]
 
     public init(plan: PatchPlan) { self.plan = plan }
 
@@ -59,6 +73,10 @@ public final class BypassPatch {
     /// x·ΔWᵀ for linear layers, conv2d(x, ΔW) for convolutions.
     public func contribution(for weightKey: String, input x: Tensor, layer: LayerKind) throws -> Tensor? {
         guard let planned = plan.modulesByWeightKey[weightKey] else { return nil }
+        if planned.contains(where: { $0.module.dependsOnWeight }) {
+            precondition(planned.allSatisfy { $0.target.rows == nil }, "bypass on fused in_proj rows is applied by the runtime per q/k/v")
+            return denseTerm(try chainDelta(weightKey, rows: nil, planned), input: x, layer: layer, weightKey: weightKey)
+        }
         var sum: Tensor? = nil
         for p in planned {
             precondition(p.target.rows == nil, "bypass on fused in_proj rows is applied by the runtime per q/k/v")
@@ -66,17 +84,21 @@ public final class BypassPatch {
             if let t = try p.module.forwardTerm(input: x, layer: layer, options: p.options) {
                 term = t
             } else {
-                let delta = try denseDelta(p)
-                switch layer {
-                case .linear: term = x.matmul(delta.transposed())
-                case let .conv2d(stride, padding): term = x.conv2d(weight: delta, stride: stride, padding: padding)
-                case .norm, .embedding:
-                    preconditionFailure("bypass is for linear and conv layers; \(weightKey) is \(layer)")
-                }
+                term = denseTerm(try denseDelta(p), input: x, layer: layer, weightKey: weightKey)
             }
             sum = sum.map { $0 + term } ?? term
         }
         return sum
+    }
+
+    /// x·ΔWᵀ for a linear layer, conv2d(x, ΔW) for a convolution.
+    private func denseTerm(_ delta: Tensor, input x: Tensor, layer: LayerKind, weightKey: String) -> Tensor {
+        switch layer {
+        case .linear: return x.matmul(delta.transposed())
+        case let .conv2d(stride, padding): return x.conv2d(weight: delta, stride: stride, padding: padding)
+        case .norm, .embedding:
+            preconditionFailure("bypass is for linear and conv layers; \(weightKey) is \(layer)")
+        }
     }
 
     /// True when some adapter adds to the row block `rows` of the fused weight `weightKey`
@@ -93,7 +115,13 @@ public final class BypassPatch {
                              layer: LayerKind) throws -> Tensor? {
         guard let planned = plan.modulesByWeightKey[weightKey]?.filter({ $0.target.rows == rows }),
               !planned.isEmpty else { return nil }
-        guard rows != nil else { return try contribution(for: weightKey, input: x, layer: layer) }
+        guard let rows else { return try contribution(for: weightKey, input: x, layer: layer) }
+        if planned.contains(where: { $0.module.dependsOnWeight }) {
+            guard case .linear = layer else {
+                preconditionFailure("fused row blocks are linear weights; \(weightKey) is \(layer)")
+            }
+            return x.matmul(try chainDelta(weightKey, rows: rows, planned).transposed())
+        }
         var sum: Tensor? = nil
         for p in planned {
             let term: Tensor
@@ -111,7 +139,8 @@ public final class BypassPatch {
     }
 
     private func denseDelta(_ p: PlannedModule) throws -> Tensor {
-        let id = ObjectIdentifier(p.module)
+        let id = DenseKey(weightKey: p.target.weightKey, rows: p.target.rows, module: ObjectIdentifier(p.module),
+                          strength: p.options.strength, dynRank: p.options.dynRank)
         if let d = denseCache[id] { return d }
         let stored = plan.model.tensor(p.target.weightKey)!
         // A fused target's module sees only its rows (as in `PatchPlan.applyChain`).
@@ -123,5 +152,18 @@ public final class BypassPatch {
         }
         denseCache[id] = fitted
         return fitted
+    }
+
+    /// W_chain − W for the modules `planned` on `weightKey` (F32; only `rows` of a fused
+    /// weight): what merged mode adds, with each weight-dependent module seeing the weight as
+    /// the modules before it left it.
+    private func chainDelta(_ weightKey: String, rows: Range<Int>?, _ planned: [PlannedModule]) throws -> Tensor {
+        let id = DenseKey(weightKey: weightKey, rows: rows, module: nil, strength: 0, dynRank: nil)
+        if let d = denseCache[id] { return d }
+        let stored = plan.model.tensor(weightKey)!
+        var delta = try plan.applyChain(planned, to: stored, bias: nil).weight - stored.to(.f32)
+        if let rows { delta = delta.sliced(axis: 0, rows).contiguous() }
+        denseCache[id] = delta
+        return delta
     }
 }

@@ -127,9 +127,17 @@ public struct PatchPlan {
                                                 reason: "no layer of this \(model.family.rawValue) model has that name"))
                     continue
                 }
-                guard model.tensor(target.weightKey) != nil else {
+                guard let stored = model.tensor(target.weightKey) else {
                     report.skipped.append(.init(adapter: app.adapter.path, module: module.name,
                                                 reason: "target tensor \(target.weightKey) is missing"))
+                    continue
+                }
+                // A fused target's module sees only its rows (as in `applyChain`).
+                var targetShape = stored.shape
+                if let rows = target.rows { targetShape[0] = rows.count }
+                if let deltaShape = module.deltaShape, !DeltaFitting.canFit(deltaShape, to: targetShape) {
+                    report.skipped.append(.init(adapter: app.adapter.path, module: module.name,
+                        reason: "delta of shape \(deltaShape) does not fit \(target.weightKey) \(targetShape)"))
                     continue
                 }
                 let planned = PlannedModule(module: module, adapterPath: app.adapter.path, target: target,
@@ -156,8 +164,9 @@ public struct PatchPlan {
     public var touchedKeys: [String] { model.keys.filter(touches) }
 
     /// The patched tensor for `key`, computed in F32 and stored in the original dtype;
-    /// nil when the plan does not touch `key`. Shapes that do not fit throw (`verify()`
-    /// reports them first).
+    /// nil when the plan does not touch `key`. A delta that does not fit throws
+    /// `PatchError.moduleFailed`; modules that tell their `deltaShape` were already checked
+    /// (and reported as skipped) when planning.
     public func patchedTensor(for key: String) throws -> Tensor? {
         if let planned = modulesByWeightKey[key] {
             let original = model.tensor(key)!
@@ -214,8 +223,7 @@ enum DeltaFitting {
     static func fit(_ delta: Tensor, to shape: [Int]) -> Tensor? {
         if delta.shape == shape { return delta }
         if delta.count == shape.reduce(1, *) { return delta.reshaped(shape) }
-        if shape.count == 4, delta.rank == 4, shape[1] == 9, delta.shape[1] == 4,
-           delta.shape[0] == shape[0], delta.shape[2] == shape[2], delta.shape[3] == shape[3] {
+        if isInpaintingPad(delta.shape, to: shape) {
             let padded = Tensor(zeros: shape, dtype: .f32)
             let src = delta.to(.f32)
             let plane = shape[2] * shape[3]
@@ -231,6 +239,17 @@ enum DeltaFitting {
             return padded
         }
         return nil
+    }
+
+    /// True when `fit` fits a delta of `deltaShape` to `shape` (checked at plan time).
+    static func canFit(_ deltaShape: [Int], to shape: [Int]) -> Bool {
+        deltaShape == shape || deltaShape.reduce(1, *) == shape.reduce(1, *) || isInpaintingPad(deltaShape, to: shape)
+    }
+
+    /// A [o, 4, kh, kw] delta on an inpainting UNet's [o, 9, kh, kw] weight.
+    private static func isInpaintingPad(_ deltaShape: [Int], to shape: [Int]) -> Bool {
+        shape.count == 4 && deltaShape.count == 4 && shape[1] == 9 && deltaShape[1] == 4
+            && deltaShape[0] == shape[0] && deltaShape[2] == shape[2] && deltaShape[3] == shape[3]
     }
 
     /// w[rowOffset…] += delta (`w` owned, contiguous F32). An F64 delta is added in F64 and

@@ -54,6 +54,8 @@ final class DoRAModule: WeightDependentModule {
     }
 
     override var changesBias: Bool { inner.changesBias }
+    /// The inner module's delta shape (W + s·ΔW must have the weight's shape).
+    override var deltaShape: [Int]? { inner.deltaShape }
 
     /// The axis for a weight of `shape`.
     func axis(for shape: [Int]) throws -> Axis {

@@ -22,6 +22,7 @@ final class FullModule: WeightDeltaModule {
     }
 
     override var changesBias: Bool { biasDelta != nil }
+    override var deltaShape: [Int]? { weightDelta?.shape }
 
     override func rawDelta(dynRank: Int?) throws -> ModuleDelta {
         ModuleDelta(weight: weightDelta?.to(.f32), bias: biasDelta?.to(.f32))

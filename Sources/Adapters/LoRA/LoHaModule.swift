@@ -54,14 +54,15 @@ final class LoHaModule: WeightDeltaModule {
         return FactorMath.product(a, b).reshaped(shape)
     }
 
+    /// The shape the first factor pair builds: the delta's shape (A1111).
+    override var deltaShape: [Int]? {
+        if let t1 { return [FactorMath.matrix(w1a).shape[1], FactorMath.matrix(w1b).shape[1]] + t1.shape[2...] }
+        return [w1a.shape[0], w1b.shape[1]] + (w1b.rank == 4 ? Array(w1b.shape[2...]) : [])
+    }
+
     override func rawDelta(dynRank: Int?) throws -> ModuleDelta {
         // The first factor sets the output shape (A1111); the second is reshaped to it.
-        let shape1: [Int]
-        if let t1 {
-            shape1 = [FactorMath.matrix(w1a).shape[1], FactorMath.matrix(w1b).shape[1]] + t1.shape[2...]
-        } else {
-            shape1 = [w1a.shape[0], w1b.shape[1]] + (w1b.rank == 4 ? Array(w1b.shape[2...]) : [])
-        }
+        let shape1 = deltaShape!
         let first = LoHaModule.rebuild(a: w1a, b: w1b, t: t1, shape: shape1)
         let second = LoHaModule.rebuild(a: w2a, b: w2b, t: t2, shape: shape1).reshaped(shape1)
         return ModuleDelta(weight: first * second)

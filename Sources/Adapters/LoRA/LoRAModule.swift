@@ -46,6 +46,12 @@ final class LoRAModule: WeightDeltaModule {
         super.init(name: reader.name, moduleType: type, rank: r, alpha: alpha, scale: scale)
     }
 
+    /// The shape `rawDelta` builds: `[out, in]`, or `[out, in, kh, kw]` for LoCon and Tucker.
+    override var deltaShape: [Int]? {
+        if let mid { return [up.shape[0], FactorMath.matrix(down).shape[1]] + mid.shape[2...] }
+        return [up.shape[0], down.shape[1]] + (down.rank == 4 ? Array(down.shape[2...]) : [])
+    }
+
     /// Ranks used under `dyn` (A1111: `up[:, :dyn]`, `down[:dyn]`).
     private func usedRank(_ dynRank: Int?) -> Int {
         guard let dynRank, mid == nil else { return down.shape[0] }

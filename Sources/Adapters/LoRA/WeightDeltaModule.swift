@@ -26,6 +26,8 @@ class WeightDeltaModule: LinearAdapterModule {
 
     var dependsOnWeight: Bool { false }
     var changesBias: Bool { false }
+    /// Unknown unless a subclass tells it from its factors.
+    var deltaShape: [Int]? { nil }
 
     /// The product of the factors before any scale, in the shape the factors define.
     func rawDelta(dynRank: Int?) throws -> ModuleDelta {
@@ -63,6 +65,7 @@ class WeightDependentModule: AdapterModule {
 
     var dependsOnWeight: Bool { true }
     var changesBias: Bool { false }
+    var deltaShape: [Int]? { nil }
 
     func delta(weight: Tensor, options: DeltaOptions) throws -> ModuleDelta {
         fatalError("\(type(of: self)) must override delta(weight:options:)")

@@ -40,9 +40,11 @@ func geglu(_ projected: Tensor) -> Tensor {
     let rows = input.count / max(2 * width, 1)
     let out = Tensor(uninitialized: Array(projected.shape.dropLast()) + [width])
     let src = UnsafePointer(input.f32Pointer), dst = out.f32Pointer
-    withExtendedLifetime(input) {
-        Work.ranges(rows, costPerItem: width * 8) { r in
-            ah_nn_geglu(src + r.lowerBound * 2 * width, dst + r.lowerBound * width, r.count, width)
+    NetworkProfiler.measure("geglu") {
+        withExtendedLifetime(input) {
+            Work.ranges(rows, costPerItem: width * 8) { r in
+                ah_nn_geglu(src + r.lowerBound * 2 * width, dst + r.lowerBound * width, r.count, width)
+            }
         }
     }
     return out

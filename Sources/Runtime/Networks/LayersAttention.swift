@@ -89,11 +89,13 @@ public struct Attention {
                      "attention: q \(q.shape), k \(k.shape), v \(v.shape) do not fit")
         let (qc, kc, vc) = (q.contiguousF32, k.contiguousF32, v.contiguousF32)
         let out = Tensor(uninitialized: [batch, queries, valueWidth])
-        withExtendedLifetime((qc, kc, vc)) {
-            Attention.multiHead(q: qc.f32Pointer, k: kc.f32Pointer, v: vc.f32Pointer, out: out.f32Pointer,
-                                batch: batch, queries: queries, keys: keys, heads: heads,
-                                headDim: q.shape[2] / heads, valueDim: valueWidth / heads,
-                                scale: scale, causal: causal, scoreBudget: scoreBudget, workspace: workspace)
+        NetworkProfiler.measure("attention.core", flops: 2 * Double(batch * queries * keys * (q.shape[2] + valueWidth))) {
+            withExtendedLifetime((qc, kc, vc)) {
+                Attention.multiHead(q: qc.f32Pointer, k: kc.f32Pointer, v: vc.f32Pointer, out: out.f32Pointer,
+                                    batch: batch, queries: queries, keys: keys, heads: heads,
+                                    headDim: q.shape[2] / heads, valueDim: valueWidth / heads,
+                                    scale: scale, causal: causal, scoreBudget: scoreBudget, workspace: workspace)
+            }
         }
         return out
     }

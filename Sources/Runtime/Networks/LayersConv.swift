@@ -74,30 +74,17 @@ public struct Conv2d {
                                              residual: residual, shape: out.shape)
         let pointwise = kernelHeight == 1 && kernelWidth == 1 && stride == 1 && up == 1
             && padding == .symmetric(0)
-        let depth = inChannels * kernelHeight * kernelWidth
-        try workspace.withF32(weight.current()) { w in
-            if pointwise {
-                for b in 0..<batch {
-                    sgemm(m: outChannels, n: plane, k: inChannels, a: w, lda: inChannels,
-                          b: input.f32Pointer + b * inChannels * plane, ldb: plane,
-                          beta: accumulate ? 1 : 0, c: out.f32Pointer + b * outChannels * plane, ldc: plane)
-                }
-                return
-            }
-            let rowsPerBlock = max(1, min(outH, columnBudget / max(1, depth * outW)))
-            let columns = workspace.floats(.columns, count: depth * rowsPerBlock * outW)
-            let unfold = Unfold(channels: inChannels, height: height, width: width, upsample: up,
-                                kernelH: kernelHeight, kernelW: kernelWidth, stride: stride,
-                                padTop: padding.top, padLeft: padding.left, outW: outW)
-            for b in 0..<batch {
-                let image = UnsafePointer(input.f32Pointer + b * inChannels * height * width)
-                var row0 = 0
-                while row0 < outH {
-                    let rows = min(rowsPerBlock, outH - row0)
-                    unfold.columns(image, firstRow: row0, rows: rows, into: columns)
-                    sgemm(m: outChannels, n: rows * outW, k: depth, a: w, lda: depth, b: columns, ldb: rows * outW,
-                          beta: accumulate ? 1 : 0, c: out.f32Pointer + b * outChannels * plane + row0 * outW, ldc: plane)
-                    row0 += rows
+        let step = pointwise ? "conv1x1" : "conv\(kernelHeight)x\(kernelWidth)" + (stride > 1 ? ".stride\(stride)" : "") + (upsample2x ? ".up2x" : "")
+        try NetworkProfiler.measure(step, flops: 2 * Double(out.count * inChannels * kernelHeight * kernelWidth)) {
+            try workspace.withF32(weight.current()) { w in
+                if pointwise {
+                    for b in 0..<batch {
+                        sgemm(m: outChannels, n: plane, k: inChannels, a: w, lda: inChannels,
+                              b: input.f32Pointer + b * inChannels * plane, ldb: plane,
+                              beta: accumulate ? 1 : 0, c: out.f32Pointer + b * outChannels * plane, ldc: plane)
+                    }
+                } else {
+                    unfoldAndMultiply(input, into: out, weight: w, upsample: up, accumulate: accumulate, workspace: workspace)
                 }
             }
         }
@@ -116,6 +103,34 @@ public struct Conv2d {
             }
         }
         return out
+    }
+
+    /// out (+)= W · im2col(input), one block of output rows at a time.
+    private func unfoldAndMultiply(_ input: Tensor, into out: Tensor, weight w: UnsafePointer<Float>, upsample up: Int,
+                                   accumulate: Bool, workspace: Workspace) {
+        let (batch, height, width) = (input.shape[0], input.shape[2], input.shape[3])
+        let (outH, outW) = (out.shape[2], out.shape[3])
+        let depth = inChannels * kernelHeight * kernelWidth
+        let rowsPerBlock = max(1, min(outH, columnBudget / max(1, depth * outW)))
+        let columns = workspace.floats(.columns, count: depth * rowsPerBlock * outW)
+        let unfold = Unfold(channels: inChannels, height: height, width: width, upsample: up,
+                            kernelH: kernelHeight, kernelW: kernelWidth, stride: stride,
+                            padTop: padding.top, padLeft: padding.left, outW: outW)
+        for b in 0..<batch {
+            let image = UnsafePointer(input.f32Pointer + b * inChannels * height * width)
+            var row0 = 0
+            while row0 < outH {
+                let rows = min(rowsPerBlock, outH - row0)
+                NetworkProfiler.measure("conv.unfold") {
+                    unfold.columns(image, firstRow: row0, rows: rows, into: columns)
+                }
+                // out_b[:, rows of this block] (+)= W[O, depth] · columns[depth, rows·outW]
+                sgemm(m: outChannels, n: rows * outW, k: depth, a: w, lda: depth, b: columns, ldb: rows * outW,
+                      beta: accumulate ? 1 : 0, c: out.f32Pointer + b * outChannels * outH * outW + row0 * outW,
+                      ldc: outH * outW)
+                row0 += rows
+            }
+        }
     }
 }
 

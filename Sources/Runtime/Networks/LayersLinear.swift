@@ -43,9 +43,11 @@ public struct Linear {
         let out = Tensor(uninitialized: Array(x.shape.dropLast()) + [outFeatures])
         let accumulate = try prefillRows(out.f32Pointer, rows: rows, width: outFeatures,
                                          bias: bias?.floats(), residual: residual, shape: out.shape)
-        try workspace.withF32(weight.current()) { w in
-            sgemm(transB: true, m: rows, n: outFeatures, k: inFeatures, a: input.f32Pointer, lda: inFeatures,
-                  b: w, ldb: inFeatures, beta: accumulate ? 1 : 0, c: out.f32Pointer, ldc: outFeatures)
+        try NetworkProfiler.measure("linear", flops: 2 * Double(rows * inFeatures * outFeatures)) {
+            try workspace.withF32(weight.current()) { w in
+                sgemm(transB: true, m: rows, n: outFeatures, k: inFeatures, a: input.f32Pointer, lda: inFeatures,
+                      b: w, ldb: inFeatures, beta: accumulate ? 1 : 0, c: out.f32Pointer, ldc: outFeatures)
+            }
         }
         if let bypass = hooks.bypass(for: weight.modelKey) {
             let term: Tensor
@@ -70,12 +72,14 @@ public struct Linear {
         let out = Tensor(uninitialized: [batch, plane, outFeatures])
         let accumulate = try prefillRows(out.f32Pointer, rows: batch * plane, width: outFeatures,
                                          bias: bias?.floats(), residual: nil, shape: out.shape)
-        try workspace.withF32(weight.current()) { w in
-            for b in 0..<batch {
-                // out_b[HW, O] = X_bᵀ · Wᵀ with X_b stored [in, HW].
-                sgemm(transA: true, transB: true, m: plane, n: outFeatures, k: inFeatures,
-                      a: input.f32Pointer + b * inFeatures * plane, lda: plane, b: w, ldb: inFeatures,
-                      beta: accumulate ? 1 : 0, c: out.f32Pointer + b * plane * outFeatures, ldc: outFeatures)
+        try NetworkProfiler.measure("linear.proj_in", flops: 2 * Double(batch * plane * inFeatures * outFeatures)) {
+            try workspace.withF32(weight.current()) { w in
+                for b in 0..<batch {
+                    // out_b[HW, O] = X_bᵀ · Wᵀ with X_b stored [in, HW].
+                    sgemm(transA: true, transB: true, m: plane, n: outFeatures, k: inFeatures,
+                          a: input.f32Pointer + b * inFeatures * plane, lda: plane, b: w, ldb: inFeatures,
+                          beta: accumulate ? 1 : 0, c: out.f32Pointer + b * plane * outFeatures, ldc: outFeatures)
+                }
             }
         }
         if let bypass = hooks.bypass(for: weight.modelKey) {
@@ -101,8 +105,10 @@ public struct Linear {
         let out = Tensor(uninitialized: [batch, outFeatures, height, width])
         let accumulate = try prefillChannels(out.f32Pointer, batch: batch, channels: outFeatures, plane: plane,
                                              bias: bias?.floats(), residual: residual, shape: out.shape)
-        try multiplyChannelsFirst(tokens: input, into: out, batch: batch, plane: plane, accumulate: accumulate,
-                                  workspace: workspace)
+        try NetworkProfiler.measure("linear.proj_out", flops: 2 * Double(batch * plane * inFeatures * outFeatures)) {
+            try multiplyChannelsFirst(tokens: input, into: out, batch: batch, plane: plane, accumulate: accumulate,
+                                      workspace: workspace)
+        }
         if let bypass = hooks.bypass(for: weight.modelKey) {
             if case .linear = layerKind {
                 if let t = try bypass.contribution(for: weight.modelKey, input: input, layer: .linear) {
@@ -140,16 +146,18 @@ func prefillRows(_ out: UnsafeMutablePointer<Float>, rows: Int, width: Int, bias
     let res = residual?.contiguousF32
     if let res { precondition(res.shape == shape, "residual \(res.shape) does not match output \(shape)") }
     let r = res.map { UnsafePointer($0.f32Pointer) }
-    withExtendedLifetime(res) {
-        bias.withOptionalBuffer { b in
-            Work.ranges(rows, costPerItem: width) { range in
-                for i in range {
-                    let dst = out + i * width
-                    switch (r, b) {
-                    case let (r?, b?): for j in 0..<width { dst[j] = r[i * width + j] + b[j] }
-                    case let (r?, nil): (dst).update(from: r + i * width, count: width)
-                    case let (nil, b?): dst.update(from: b, count: width)
-                    default: break
+    NetworkProfiler.measure("prefill") {
+        withExtendedLifetime(res) {
+            bias.withOptionalBuffer { b in
+                Work.ranges(rows, costPerItem: width) { range in
+                    for i in range {
+                        let dst = out + i * width
+                        switch (r, b) {
+                        case let (r?, b?): for j in 0..<width { dst[j] = r[i * width + j] + b[j] }
+                        case let (r?, nil): dst.update(from: r + i * width, count: width)
+                        case let (nil, b?): dst.update(from: b, count: width)
+                        default: break
+                        }
                     }
                 }
             }
@@ -166,17 +174,19 @@ func prefillChannels(_ out: UnsafeMutablePointer<Float>, batch: Int, channels: I
     let res = residual?.contiguousF32
     if let res { precondition(res.count == batch * channels * plane, "residual \(res.shape) does not match output \(shape)") }
     let r = res.map { UnsafePointer($0.f32Pointer) }
-    withExtendedLifetime(res) {
-        Work.ranges(batch * channels, costPerItem: plane) { range in
-            for bc in range {
-                var value: Float = bias?[bc % channels] ?? 0
-                if let extra { value += extra[bc] }
-                let dst = out + bc * plane
-                if let r {
-                    let src = r + bc * plane
-                    for i in 0..<plane { dst[i] = src[i] + value }
-                } else {
-                    dst.update(repeating: value, count: plane)
+    NetworkProfiler.measure("prefill") {
+        withExtendedLifetime(res) {
+            Work.ranges(batch * channels, costPerItem: plane) { range in
+                for bc in range {
+                    var value: Float = bias?[bc % channels] ?? 0
+                    if let extra { value += extra[bc] }
+                    let dst = out + bc * plane
+                    if let r {
+                        let src = r + bc * plane
+                        for i in 0..<plane { dst[i] = src[i] + value }
+                    } else {
+                        dst.update(repeating: value, count: plane)
+                    }
                 }
             }
         }

@@ -29,6 +29,10 @@ public struct GroupNorm {
     /// The normalised `x` [B, C, ...] (then SiLU when `silu`).
     public func callAsFunction(_ x: Tensor, silu: Bool = false) throws -> Tensor {
         precondition(x.rank >= 2 && x.shape[1] == channels, "GroupNorm: input \(x.shape) does not have \(channels) channels")
+        return try NetworkProfiler.measure("groupnorm" + (silu ? "+silu" : "")) { try normalize(x, silu: silu) }
+    }
+
+    private func normalize(_ x: Tensor, silu: Bool) throws -> Tensor {
         let input = x.contiguousF32
         let batch = x.shape[0], plane = x.shape.dropFirst(2).reduce(1, *)
         let out = Tensor(uninitialized: x.shape)
@@ -85,6 +89,10 @@ public struct LayerNorm {
     /// The normalised `x` [..., width].
     public func callAsFunction(_ x: Tensor) throws -> Tensor {
         precondition(x.rank >= 1 && x.shape[x.rank - 1] == width, "LayerNorm: input \(x.shape) does not end in \(width)")
+        return try NetworkProfiler.measure("layernorm") { try normalize(x) }
+    }
+
+    private func normalize(_ x: Tensor) throws -> Tensor {
         let input = x.contiguousF32
         let rows = input.count / max(width, 1)
         let out = Tensor(uninitialized: x.shape)

@@ -121,7 +121,8 @@ struct UNetUpBlock {
         var h = x
         for (i, resnet) in resnets.enumerated() {
             let skip = skips.removeLast()
-            h = try resnet(Tensor.concat([h, skip], axis: 1), activatedEmbedding: embedding, hooks: hooks, workspace: workspace)
+            let joined = NetworkProfiler.measure("concat") { Tensor.concat([h, skip], axis: 1) }
+            h = try resnet(joined, activatedEmbedding: embedding, hooks: hooks, workspace: workspace)
             if i < attentions.count { h = try attentions[i](h, context: context, hooks: hooks, workspace: workspace) }
         }
         if let upsampler {

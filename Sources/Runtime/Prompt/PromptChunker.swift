@@ -35,7 +35,8 @@ public enum PromptPadding: Sendable {
 
 /// A textual-inversion embedding placed in a chunk.
 public struct EmbeddingFix: Equatable, Sendable {
-    /// Index in the chunk's 77 tokens of the embedding's first vector.
+    /// Offset of the embedding's first vector among the chunk's 75 prompt tokens (A1111's
+    /// `fixes` offset); its index in the 77 encoder tokens is `offset + 1` (after BOS).
     public var offset: Int
     /// The embedding's name.
     public var embedding: String

@@ -42,7 +42,7 @@ public enum LoRAFileWriter {
         defer { try? FileManager.default.removeItem(atPath: temporary) }
 
         var first = SafeTensorsWriter(metadata: metadata.filter { $0.key.hasPrefix("ss_") })
-        first.inputPaths = inputPaths + [path]
+        first.inputPaths = inputPaths
         for (name, tensor) in tensors { first.add(name, tensor: tensor) }
         try first.write(to: temporary)
 

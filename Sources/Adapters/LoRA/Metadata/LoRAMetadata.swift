@@ -175,6 +175,35 @@ public enum LoRAMetadataBuilder {
         return out + "\""
     }
 
+    /// An input's metadata as carried into a rewritten file: recomputed or format-specific keys
+    /// dropped (`sshs_*`, which ``LoRAFileWriter`` recomputes; `lora_adapter_metadata` and
+    /// `format`, which a PEFT output gets anew), and, for kohya output, rank-stabilised flags
+    /// removed from `ss_network_args` — written alphas already encode the scale as alpha/rank,
+    /// and a reader honouring `rs_lora` would apply √rank a second time.
+    public static func carried(_ metadata: [String: String], to format: LoRAOutputFormat) -> [String: String] {
+        var out = metadata
+        for key in ["sshs_model_hash", "sshs_legacy_hash", "lora_adapter_metadata", "format"] { out[key] = nil }
+        if format == .kohya, let text = out["ss_network_args"], let members = OrderedJSON.parse(text)?.members {
+            let kept = members.filter { !["rs_lora", "use_rslora"].contains($0.0) }
+            if kept.count != members.count {
+                out["ss_network_args"] = "{" + kept.map { "\(jsonString($0.0)): \(pythonJSON($0.1))" }.joined(separator: ", ") + "}"
+            }
+        }
+        return out
+    }
+
+    /// `json.dumps` of a parsed value (Python's separators).
+    static func pythonJSON(_ value: OrderedJSON) -> String {
+        switch value {
+        case .object(let m): return "{" + m.map { "\(jsonString($0.0)): \(pythonJSON($0.1))" }.joined(separator: ", ") + "}"
+        case .array(let a): return "[" + a.map(pythonJSON).joined(separator: ", ") + "]"
+        case .string(let s): return jsonString(s)
+        case .number(let n): return n == n.rounded() && abs(n) < 1e16 ? String(Int(n)) : "\(n)"
+        case .bool(let b): return b ? "true" : "false"
+        case .null: return "null"
+        }
+    }
+
     /// `ss_tag_frequency` of several files combined: folders kept, counts of a folder present
     /// in several files summed (Python's `json.dumps` layout), or nil when none has any.
     public static func combinedTagFrequency(_ metadata: [[String: String]]) -> String? {

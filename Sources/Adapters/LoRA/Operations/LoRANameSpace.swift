@@ -57,7 +57,20 @@ public struct LoRANameSpace {
 
     /// The layer a module name refers to, or nil when the model has no such layer.
     public func layer(named moduleName: String) -> LoRALayer? {
-        guard let target = index.resolve(moduleName) else { return nil }
+        index.resolve(moduleName).flatMap(layer(for:))
+    }
+
+    /// Every layer of the model, in model order.
+    public var allLayers: [LoRALayer] { index.allTargets.compactMap(layer(for:)) }
+
+    /// The target (model tensor) of a layer: its weight key in the model, and rows for fused tensors.
+    public func target(of layer: LoRALayer) -> Target? {
+        index.resolve("\(layer.component).\(layer.path)")
+    }
+
+    /// The layer of one of the model's targets.
+    func layer(for target: Target) -> LoRALayer? {
+        guard target.part != .vae else { return nil }
         guard let diffusersKey = diffusersWeightKey(target) else { return nil }
         guard let component = ["unet", "text_encoder_2", "text_encoder"].first(where: { diffusersKey.hasPrefix($0 + ".") }) else {
             return nil

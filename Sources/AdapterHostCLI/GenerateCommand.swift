@@ -1,0 +1,150 @@
+import ArgumentParser
+import Foundation
+import Host
+import Runtime
+import SafeTensors
+import Tensor
+
+/// `adapterhost generate --model CKPT --prompt TEXT … --out IMG.png`: one txt2img image as
+/// A1111 makes it (CPU RNG), with `<lora:name:w>` tags resolved in `--lora-dir`.
+struct Generate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Generate an image (txt2img) as AUTOMATIC1111 does, with LoRAs from the prompt.",
+        discussion: """
+        The model is a single-file checkpoint (.safetensors) or a diffusers folder. <lora:NAME:W> and \
+        <lora:NAME:TE_W:UNET_W> tags in the prompt load NAME from --lora-dir (file stem, searched \
+        recursively; .safetensors, .pt, .ckpt) through the adapter registry (built-in methods and \
+        --plugin-dir plugins) and apply it merged (patched, then restored) or bypass (added at run \
+        time). The start noise is A1111's with "Random number generator source: CPU" for --seed \
+        (or a tensor from --noise). The PNG holds A1111's infotext in its "parameters" chunk.
+        """
+    )
+
+    @Option(help: "Checkpoint: .safetensors single file or diffusers folder.") var model: String
+    @Option(help: "Prompt (may hold <lora:…> tags).") var prompt: String
+    @Option(help: "Negative prompt.") var negative: String = ""
+    @Option(help: "Folder of LoRA files (A1111's models/Lora).") var loraDir: String?
+    @Option(help: "Folder of adapter plugins (default: ./plugins, if present).") var pluginDir: String?
+    @Option(help: "Seed (-1: random, as A1111).") var seed: Int64 = -1
+    @Option(help: "Sampling steps.") var steps: Int = 20
+    @Option(help: "Classifier-free guidance scale.") var cfg: Double = 7
+    @Option(help: "Sampler: Euler, Euler a, DDIM, DPM++ 2M, DPM++ 2M Karras (or k_euler, k_euler_a, ddim, …).")
+    var sampler: String = "Euler a"
+    @Option(help: "Image width in pixels.") var width: Int = 512
+    @Option(help: "Image height in pixels.") var height: Int = 512
+    @Option(help: "Start from this noise (a .safetensors holding one tensor of 4·(H/8)·(W/8) values) instead of the seed's.")
+    var noise: String?
+    @Option(help: "How LoRAs are applied: merged or bypass.") var mode: String = "merged"
+    @Option(help: "A1111's Clip skip (SD1).") var clipSkip: Int = 1
+    @Option(help: "Prediction type: eps or v (default: from the model's config, A1111's sidecar .yaml, or ε).")
+    var prediction: String?
+    @Option(help: "Diffusers config folder for a single-file checkpoint (unet/, vae/, text_encoder/ config.json).")
+    var config: String?
+    @Option(help: "A1111's Eta noise seed delta.") var ensd: UInt64 = 0
+    @Option(help: "Output PNG.") var out: String?
+    @Option(help: "Also write the final latents (safetensors, tensor \"latents\").") var latentsOut: String?
+    @Option(help: "Also generate without the prompt's LoRAs and write both images side by side, labelled, to this PNG.")
+    var sideBySide: String?
+    @Flag(help: "No progress bar.") var quiet = false
+
+    /// The infotext's "Version".
+    static let infotextVersion = "adapterhost"
+
+    func validate() throws {
+        guard out != nil || latentsOut != nil else { throw ValidationError("give --out IMG.png (or --latents-out)") }
+        guard A1111Sampler(a1111Name: sampler) != nil else {
+            throw ValidationError("unknown sampler '\(sampler)'; known: \(A1111Sampler.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        guard AdapterMode(rawValue: mode) != nil else { throw ValidationError("--mode must be merged or bypass, not '\(mode)'") }
+        if let prediction, !["eps", "epsilon", "v"].contains(prediction) {
+            throw ValidationError("--prediction must be eps or v, not '\(prediction)'")
+        }
+        if sideBySide != nil && out == nil { throw ValidationError("--side-by-side needs --out") }
+    }
+
+    func run() throws {
+        let started = Date()
+        let pipeline = try StableDiffusionPipeline.load(
+            path: model, configDirectory: config,
+            prediction: prediction.map { $0 == "v" ? ModelPrediction.v : .epsilon })
+        let loadTime = Date().timeIntervalSince(started)
+
+        let (registry, failures) = makeRegistry(pluginDir: pluginDir ?? defaultPluginDirInWorkingDirectory())
+        reportPluginFailures(failures)
+        let adapters = AdapterContext(registry: registry, library: try LoraLibrary(directory: loraDir),
+                                      mode: AdapterMode(rawValue: mode)!)
+        let parameters = GenerationParameters(
+            prompt: prompt, negativePrompt: negative, seed: Self.fixedSeed(seed), steps: steps, cfgScale: cfg,
+            sampler: A1111Sampler(a1111Name: sampler)!, width: width, height: height, clipSkip: clipSkip,
+            etaNoiseSeedDelta: ensd)
+        let startNoise = try noise.map(Self.readNoise)
+
+        let result = try run(pipeline, parameters, adapters: adapters, startNoise: startNoise, label: "sampling")
+        try write(result, to: out, latents: latentsOut)
+
+        if let sideBySide, let adapted = result.image {
+            let stripped = stripExtraNetworkTags(prompt)
+            var plain = parameters
+            plain.prompt = stripped.text
+            let baseline = try run(pipeline, plain, adapters: nil, startNoise: startNoise, label: "sampling (no LoRA)")
+            guard let base = baseline.image else { return }
+            let tags = stripped.tags.map { "<\($0.name):\($0.arguments.joined(separator: ":"))>" }.joined(separator: " ")
+            let scale = max(1, adapted.width / 256)
+            let panels = [base.labelled("without adapters", scale: scale),
+                          adapted.labelled(tags.isEmpty ? "with adapters" : "with \(tags)", scale: scale)]
+            let composite = RGBImage.horizontalConcat(panels, gap: 4 * scale)
+            try PNGWriter.write(composite, to: sideBySide)
+            print("wrote \(sideBySide) (\(composite.width)x\(composite.height): without | with the prompt's LoRAs)")
+        }
+        print(String(format: "model load %.2fs, total %.2fs", loadTime, Date().timeIntervalSince(started)))
+    }
+
+    /// One generation with a progress bar and its report.
+    private func run(_ pipeline: StableDiffusionPipeline, _ parameters: GenerationParameters, adapters: AdapterContext?,
+                     startNoise: Tensor?, label: String) throws -> GenerationResult {
+        var bar: ProgressBar?
+        let result = try pipeline.generate(parameters, adapters: adapters, startNoise: startNoise,
+                                           version: Self.infotextVersion) { done, total in
+            if bar == nil { bar = ProgressBar(label: label, total: total, enabled: !quiet) }
+            bar?.advance()
+        }
+        bar?.finish()
+        for warning in result.warnings { printError("warning: \(warning)") }
+        if let report = result.patchReport {
+            let names = result.loras.map { "\($0.tag.name) (\($0.adapter.format), te \($0.tag.textEncoderWeight), unet \($0.tag.unetWeight))" }
+            print("LoRA \(names.joined(separator: ", ")): \(report.summary), \(mode)")
+        }
+        let t = result.timings
+        print(String(format: "seed %llu: conditioning %.2fs, sampling %.2fs, decoding %.2fs", parameters.seed,
+                     t.conditioning, t.sampling, t.decoding))
+        return result
+    }
+
+    private func write(_ result: GenerationResult, to out: String?, latents: String?) throws {
+        if let latents {
+            try SafeTensorsWriter.write(["latents": result.latents], metadata: ["parameters": result.infotext.text],
+                                        to: latents)
+            print("wrote \(latents) (latents \(result.latents.shape))")
+        }
+        guard let out else { return }
+        guard let image = result.image else {
+            throw ValidationError("\(model) has no VAE, so no image can be made; use --latents-out for the latents")
+        }
+        try PNGWriter.write(image, text: [("parameters", result.infotext.text)], to: out)
+        print("wrote \(out) (\(image.width)x\(image.height))")
+    }
+
+    /// A1111's `get_fixed_seed`: -1 becomes a random seed below 4294967294.
+    static func fixedSeed(_ seed: Int64) -> UInt64 {
+        seed == -1 ? UInt64.random(in: 0..<4_294_967_294) : UInt64(bitPattern: seed)
+    }
+
+    /// The one tensor of a `--noise` file.
+    static func readNoise(_ path: String) throws -> Tensor {
+        let file = try SafeTensorsFile(path: path)
+        guard file.tensorInfos.count == 1, let name = file.names.first else {
+            throw PipelineError.badNoise(path: path, reason: "holds \(file.tensorInfos.count) tensors; --noise needs exactly one")
+        }
+        return try file.tensor(named: name)
+    }
+}

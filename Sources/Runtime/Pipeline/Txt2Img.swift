@@ -1,0 +1,259 @@
+import Foundation
+import Host
+import Tensor
+
+extension StableDiffusionPipeline {
+    /// Generates one image as A1111's txt2img does.
+    ///
+    /// 1. `<lora:…>` tags are taken out of the prompt, resolved in `adapters.library`, loaded
+    ///    through `adapters.registry` and applied at their weights: merged (patched into the
+    ///    weights, restored before returning, also on errors) or bypass (added at run time).
+    ///    Other extra-network kinds are reported in `warnings` and ignored.
+    /// 2. The prompt and negative prompt are encoded (`PromptConditioner`, clip skip, emphasis).
+    /// 3. The start noise is the seed's `A1111ImageNoise` (CPU RNG), or `startNoise` (any tensor
+    ///    of C·(H/8)·(W/8) elements); the seed's generator is advanced past the start noise either
+    ///    way, so Euler a's later noise is A1111's.
+    /// 4. The sampler runs with classifier-free guidance (`sampleLatents`).
+    /// 5. The VAE decodes (when the model has one) and the 8-bit image is made as A1111 does.
+    ///
+    /// `version`: the infotext's "Version" field. `progress(done, total)` is called after each
+    /// sampling step.
+    public func generate(_ parameters: GenerationParameters, adapters: AdapterContext? = nil,
+                         hooks extraHooks: GenerationHooks = .none, startNoise: Tensor? = nil,
+                         version: String? = nil, progress: ((Int, Int) -> Void)? = nil) throws -> GenerationResult {
+        var timings = GenerationTimings()
+        var warnings = self.warnings
+        var clock = Date()
+        func lap() -> Double {
+            let now = Date()
+            defer { clock = now }
+            return now.timeIntervalSince(clock)
+        }
+
+        let (promptText, tags) = stripExtraNetworkTags(parameters.prompt)
+        var loraTags: [LoraTag] = []
+        for tag in tags {
+            if let lora = try LoraTag(tag) {
+                loraTags.append(lora)
+            } else {
+                warnings.append("extra network <\(tag.name):\(tag.arguments.joined(separator: ":"))> is not supported yet; ignored")
+            }
+        }
+        var loras: [LoadedLora] = []
+        if !loraTags.isEmpty {
+            guard let adapters else {
+                throw PipelineError.unknownNetwork(name: loraTags[0].name, directory: nil, candidates: [])
+            }
+            warnings += adapters.library.warnings
+            loras = try adapters.library.load(loraTags, registry: adapters.registry)
+        }
+
+        // Apply the stack; merged patches are undone whatever happens next.
+        var hooks = extraHooks
+        var report: PatchReport?
+        var engine: PatchEngine?
+        defer { engine?.restore() }
+        if !loras.isEmpty, let adapters {
+            let stack = loras.map(\.application)
+            let plan = try PatchPlan(model: model, stack: stack)
+            report = plan.report
+            let stackHooks: GenerationHooks
+            switch adapters.mode {
+            case .merged:
+                let patcher = PatchEngine(model: model)
+                engine = patcher
+                try patcher.apply(plan)
+                stackHooks = GenerationHooks(stack: stack, bypass: nil)
+            case .bypass:
+                stackHooks = GenerationHooks(stack: stack, bypass: BypassPatch(plan: plan))
+            }
+            hooks = hooks.merged(with: stackHooks)
+            for skipped in plan.report.skipped { warnings.append("skipped \(skipped)") }
+        }
+        timings.adapters = lap()
+
+        let latents = try sampleLatents(prompt: promptText, negativePrompt: parameters.negativePrompt,
+                                        parameters: parameters, hooks: hooks, startNoise: startNoise,
+                                        timings: &timings, warnings: &warnings, progress: progress)
+        _ = lap()
+
+        var decoded: Tensor?
+        var image: RGBImage?
+        if let vae {
+            let pixels = try vae.decode(latents, hooks: hooks)
+            decoded = pixels
+            image = RGBImage(decoded: pixels)
+        }
+        timings.decoding = lap()
+
+        let settings = InfotextSettings(
+            prompt: parameters.prompt, negativePrompt: parameters.negativePrompt, steps: parameters.steps,
+            sampler: parameters.sampler, cfgScale: parameters.cfgScale, seed: parameters.seed,
+            width: parameters.width, height: parameters.height, modelHash: try modelHash(), modelName: modelName,
+            clipSkip: family == .sd1 ? parameters.clipSkip : 1, etaNoiseSeedDelta: parameters.etaNoiseSeedDelta,
+            loraHashes: loras.map { (name: $0.tag.name, hash: $0.shortHash) }, version: version)
+        return GenerationResult(latents: latents, decoded: decoded, image: image, infotext: settings.infotext,
+                                loras: loras, patchReport: report, warnings: warnings, timings: timings)
+    }
+
+    /// Conditioning and sampling only: the final latents [1, C, H/8, W/8] for `prompt` (extra
+    /// network tags already removed) and `negativePrompt`, with `hooks` applied as given.
+    public func sampleLatents(prompt: String, negativePrompt: String, parameters: GenerationParameters,
+                              hooks: GenerationHooks = .none, startNoise: Tensor? = nil,
+                              progress: ((Int, Int) -> Void)? = nil) throws -> Tensor {
+        var timings = GenerationTimings()
+        var warnings: [String] = []
+        return try sampleLatents(prompt: prompt, negativePrompt: negativePrompt, parameters: parameters, hooks: hooks,
+                                 startNoise: startNoise, timings: &timings, warnings: &warnings, progress: progress)
+    }
+
+    func sampleLatents(prompt: String, negativePrompt: String, parameters: GenerationParameters,
+                       hooks: GenerationHooks, startNoise: Tensor?, timings: inout GenerationTimings,
+                       warnings: inout [String], progress: ((Int, Int) -> Void)?) throws -> Tensor {
+        try validate(parameters)
+        var clock = Date()
+        let options = ConditioningOptions(clipSkip: parameters.clipSkip, padsToEqualLength: false)
+        let conditioner = try PromptConditioner(family: family, encoders: textEncoders, hooks: hooks, options: options,
+                                                tokenizer: tokenizer)
+        let (cond, uncond) = try conditioner.condition(prompt: prompt, negative: negativePrompt)
+        warnings += conditioner.warnings
+        let guided = GuidedUNet(unet: unet, cond: cond, uncond: uncond, hooks: hooks,
+                                timeIDs: family == .sdxl ? [parameters.height, parameters.width, 0, 0,
+                                                            parameters.height, parameters.width] : nil)
+        timings.conditioning = Date().timeIntervalSince(clock)
+        clock = Date()
+
+        // A1111's ImageRNG: the first draw is the start noise, later ones Euler a's noise.
+        let shape = [unet.inChannels, parameters.height / 8, parameters.width / 8]
+        var noise = A1111ImageNoise(seeds: [parameters.seed], shape: shape,
+                                    etaNoiseSeedDelta: parameters.etaNoiseSeedDelta)
+        let seeded = noise.next()
+        let start: Tensor
+        if let startNoise {
+            guard startNoise.count == shape.reduce(1, *), startNoise.dtype.isFloatingPoint else {
+                throw PipelineError.badNoise(path: "--noise", reason: "a \(startNoise.dtype.rawValue) tensor of shape \(startNoise.shape) is not the latent noise [1, \(shape.map(String.init).joined(separator: ", "))]")
+            }
+            start = startNoise.to(.f32).contiguous().reshaped([1] + shape)
+        } else {
+            start = seeded
+        }
+
+        let scale = parameters.cfgScale
+        let latents: Tensor
+        if let sigmas = parameters.sampler.sigmas(steps: parameters.steps, schedule: schedule) {
+            let total = sigmas.count - 1
+            let callback: SamplerCallback = { step, _, _ in progress?(step + 1, total) }
+            let inner = CompVisDenoiser(schedule: schedule, prediction: prediction).denoiser { scaled, t in
+                try guided.outputs(scaled, timestep: t)
+            }
+            // CFGDenoiser: cond and uncond in one batch, guidance on the denoised estimates.
+            let denoiser: Denoiser = { x, sigma in
+                let both = try inner(Tensor.concat([x, x], axis: 0), sigma)
+                return classifierFreeGuidance(cond: both.row(0), uncond: both.row(1), scale: scale)
+            }
+            // KDiffusionSampler.sample: x = noise · σ₀.
+            let x = start.scaled(by: Double(sigmas[0]))
+            switch parameters.sampler {
+            case .euler:
+                latents = try KDiffusionSampler.euler(denoiser, x: x, sigmas: sigmas, callback: callback)
+            case .eulerAncestral:
+                latents = try KDiffusionSampler.eulerAncestral(denoiser, x: x, sigmas: sigmas, eta: parameters.ancestralEta,
+                                                               noise: { noise.next() }, callback: callback)
+            case .dpmpp2M, .dpmpp2MKarras:
+                latents = try KDiffusionSampler.dpmpp2M(denoiser, x: x, sigmas: sigmas, callback: callback)
+            case .ddim:
+                preconditionFailure("DDIM has no σ list")   // `sigmas(steps:)` is nil for it
+            }
+        } else {
+            let timesteps = A1111DDIM.timesteps(steps: parameters.steps, trainingSteps: schedule.count)
+            let total = timesteps.count - 1
+            let schedule = self.schedule, prediction = self.prediction
+            let model: A1111DDIM.EpsilonModel = { x, t in
+                let doubled = Tensor.concat([x, x], axis: 0)
+                var out = try guided.outputs(doubled, timestep: Float(t))
+                // CompVisTimestepsVDenoiser: ε from v per branch, before guidance.
+                if prediction == .v { out = schedule.epsilon(fromV: out, x: doubled, timestep: t) }
+                return classifierFreeGuidance(cond: out.row(0), uncond: out.row(1), scale: scale)
+            }
+            latents = try A1111DDIM.sample(model, x: start, timesteps: timesteps, schedule: schedule,
+                                           callback: { step, _, _ in progress?(step + 1, total) })
+        }
+        timings.sampling = Date().timeIntervalSince(clock)
+        return latents
+    }
+
+    /// Throws for settings A1111 would not run.
+    func validate(_ p: GenerationParameters) throws {
+        guard p.steps >= 1, p.steps <= 10_000 else {
+            throw PipelineError.badParameter(setting: "--steps", reason: "\(p.steps) is not between 1 and 10000")
+        }
+        guard p.cfgScale.isFinite else { throw PipelineError.badParameter(setting: "--cfg", reason: "\(p.cfgScale) is not finite") }
+        let multiple = sizeMultiple
+        for (name, value) in [("--width", p.width), ("--height", p.height)] {
+            guard value >= multiple, value % multiple == 0 else {
+                throw PipelineError.badParameter(setting: name, reason: "\(value) is not a positive multiple of \(multiple) (8 per latent pixel × \(multiple / 8) for this UNet's \(unet.levels - 1) downsamplings)")
+            }
+        }
+        guard p.clipSkip >= 1, p.clipSkip <= textEncoders[0].configuration.layerCount else {
+            throw PipelineError.badParameter(setting: "--clip-skip", reason: "\(p.clipSkip) is not between 1 and the encoder's \(textEncoders[0].configuration.layerCount) layers")
+        }
+    }
+}
+
+/// The UNet evaluated on [cond; uncond] at once, as A1111's CFGDenoiser batches them: one call
+/// when both conditionings have the same token length, two otherwise (A1111's default, without
+/// "pad prompt/negative prompt").
+struct GuidedUNet {
+    let unet: UNet
+    let hooks: GenerationHooks
+    /// [2, T, W] when cond and uncond have equal lengths.
+    let stackedContext: Tensor?
+    let contexts: (cond: Tensor, uncond: Tensor)
+    /// SDXL's added conditioning for [cond; uncond] and for each alone.
+    let added: SDXLConditioning?
+    let addedEach: (cond: SDXLConditioning, uncond: SDXLConditioning)?
+
+    init(unet: UNet, cond: PromptConditioning, uncond: PromptConditioning, hooks: GenerationHooks, timeIDs: [Int]?) {
+        self.unet = unet
+        self.hooks = hooks
+        let c = cond.context.unsqueezed(0), u = uncond.context.unsqueezed(0)
+        contexts = (c, u)
+        stackedContext = c.shape == u.shape ? Tensor.concat([c, u], axis: 0) : nil
+        if let timeIDs, let pooledCond = cond.pooled, let pooledUncond = uncond.pooled {
+            let ids = Tensor(shape: [1, 6], values: timeIDs.map(Float.init))
+            let one = SDXLConditioning(textEmbeds: pooledCond.unsqueezed(0), timeIDs: ids)
+            let other = SDXLConditioning(textEmbeds: pooledUncond.unsqueezed(0), timeIDs: ids)
+            addedEach = (one, other)
+            added = SDXLConditioning(textEmbeds: Tensor.concat([one.textEmbeds, other.textEmbeds], axis: 0),
+                                     timeIDs: Tensor.concat([ids, ids], axis: 0))
+        } else {
+            addedEach = nil
+            added = nil
+        }
+    }
+
+    /// The UNet's output for `x` [2, C, h, w] (row 0 conditioned on the prompt, row 1 on the
+    /// negative prompt) at one timestep.
+    func outputs(_ x: Tensor, timestep: Float) throws -> Tensor {
+        if let stackedContext {
+            return try unet(x, timestep: timestep, context: stackedContext, added: added, hooks: hooks)
+        }
+        let cond = try unet(x.row(0), timestep: timestep, context: contexts.cond, added: addedEach?.cond, hooks: hooks)
+        let uncond = try unet(x.row(1), timestep: timestep, context: contexts.uncond, added: addedEach?.uncond, hooks: hooks)
+        return Tensor.concat([cond, uncond], axis: 0)
+    }
+}
+
+extension Tensor {
+    /// Batch row `index` of a [B, …] tensor as a contiguous [1, …] tensor.
+    func row(_ index: Int) -> Tensor { sliced(axis: 0, index..<index + 1).contiguous() }
+}
+
+extension GenerationHooks {
+    /// These hooks plus `other`'s: `other`'s bypass when this has none, transforms and
+    /// embeddings appended.
+    func merged(with other: GenerationHooks) -> GenerationHooks {
+        GenerationHooks(bypass: bypass ?? other.bypass, contextTransforms: contextTransforms + other.contextTransforms,
+                        embeddings: embeddings + other.embeddings)
+    }
+}
