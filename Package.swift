@@ -60,7 +60,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "adapterhost-bench",
-            dependencies: ["Tensor", "SafeTensors", "Host", "Runtime"],
+            dependencies: ["Tensor", "SafeTensors", "Host", "Runtime", "LoRA"],
             path: "Benchmarks/adapterhost-bench"
         ),
         .testTarget(
@@ -75,7 +75,7 @@ let package = Package(
             // LoRA: the patch-engine tests apply real LoRA/DoRA modules (and read LoRATests' fixtures).
             // Runtime: only PromptRuntimeEquivalenceTests (Host's tag parser vs Runtime's stripExtraNetworkTags);
             // drop it with that file once Runtime's copy is gone.
-            name: "HostTests", dependencies: ["Host", "LoRA"], path: "Tests/HostTests",
+            name: "HostTests", dependencies: ["Host", "LoRA", "Runtime"], path: "Tests/HostTests",
             // BadPlugins/*.c are compiled by the plugin tests at run time, not by SwiftPM.
             exclude: ["BadPlugins"],
             resources: [.copy("Fixtures")]

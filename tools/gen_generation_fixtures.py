@@ -18,8 +18,9 @@ chunk, SD2/bigG zero padding after the end token, SDXL's CLIP-L padded with the 
 tiny encoders have 64 token rows, so ids are folded modulo 64, which is what the Swift pipeline
 does for such toy vocabularies. Emphasis is not used (every multiplier 1).
 
-Cases (each writes <name>.safetensors with the start noise, the final latents and, with a VAE, the
-decoded image, plus A1111's uint8 conversion of it; parameters in the manifest):
+Cases (each writes <name>.safetensors with the start noise and the final latents; sd1_euler, sd1_ddim
+and sd1_euler_a_seed also the decoded image and A1111's uint8 conversion of it; parameters in
+manifest.json):
 
   sd1_euler          diffusers StableDiffusionPipeline, EulerDiscreteScheduler(timestep_spacing=
                      "linspace") given k-diffusion's sigmas (A1111's "Automatic" schedule; diffusers'
@@ -47,7 +48,11 @@ decoded image, plus A1111's uint8 conversion of it; parameters in the manifest):
                      A1111's force_zero_embeddings), pooled embedding from bigG at the end token,
                      time ids [64, 64, 0, 0, 64, 64].
 
-Also writes png/*.png: small RGB images saved by PIL as A1111 saves them (PngInfo.add_text
+`--sd15-random DIR` instead writes an SD1.5-shaped random-init diffusers folder (F16, ~2 GB) for
+timing the pipeline at real shapes.
+
+Also writes lora/kohya_sd1_noalpha_pt.pt (the sd1_lora_euler LoRA pickled with torch.save, for the
+.pt path) and png/*.png: small RGB images saved by PIL as A1111 saves them (PngInfo.add_text
 "parameters": tEXt for Latin-1 text, iTXt otherwise), for the Swift PNG reader tests.
 Everything is seeded: reruns write identical files.
 """
@@ -359,7 +364,6 @@ def case_sd1_lora(tmp, external, manifest):
     sigmas = kdiffusion_sigmas(external, 4).tolist()
     noise = start_noise(1234)
     latents = run_euler(pipe, cond, uncond, sigmas, noise)
-    decoded = decode(vae, latents)
 
     # Merged mode / A1111: each patched weight is stored back in the file's dtype (F16 here).
     stored = {}
@@ -375,8 +379,7 @@ def case_sd1_lora(tmp, external, manifest):
                     p.copy_(p.to(dtype).float())
     cond16, uncond16, _ = sd1_conditioning(encoder, prompt_text + " ", negative)
     latents16 = run_euler(pipe, cond16, uncond16, sigmas, noise)
-    save("sd1_lora_euler", {"noise": noise, "latents": latents, "decoded": decoded, "image_u8": a1111_uint8(decoded),
-                            "latents_merged_f16": latents16})
+    save("sd1_lora_euler", {"noise": noise, "latents": latents, "latents_merged_f16": latents16})
     manifest["sd1_lora_euler"] = {
         "model": "sd1", "prompt": prompt, "negative": negative, "sampler": "Euler", "steps": 4, "cfg": CFG,
         "seed": 0, "noise": "file", "lora": f"LoRATests/Fixtures/{name}.safetensors", "strength": strength,
@@ -431,8 +434,11 @@ def case_kdiffusion_seeded(tmp, sampling, external, manifest, name, sampler, see
                                                       noise_sampler=lambda s, sn: draw(), eta=1.0, s_noise=1.0)
         else:
             latents = sampling.sample_dpmpp_2m(a1111_cfg_denoiser(wrap), x, sigmas, extra_args=extra)
-    decoded = decode(vae, latents)
-    save(name, {"noise": noise, "latents": latents, "decoded": decoded, "image_u8": a1111_uint8(decoded)})
+    tensors = {"noise": noise, "latents": latents}
+    if sampler == "Euler a":   # one seeded case carries the decoded image too (fixtures stay small)
+        decoded = decode(vae, latents)
+        tensors.update({"decoded": decoded, "image_u8": a1111_uint8(decoded)})
+    save(name, tensors)
     manifest[name] = {"model": "sd1", "prompt": prompt, "negative": negative,
                       "sampler": "Euler a" if sampler == "Euler a" else "DPM++ 2M Karras", "steps": steps,
                       "cfg": CFG, "seed": seed, "noise": "seed", "sigmas": sigmas.tolist(), "tokens": chunks,
@@ -487,6 +493,17 @@ def case_sdxl(tmp, external, manifest):
                               "peer": "diffusers StableDiffusionXLPipeline (prompt/pooled embeds given, zeros for the empty negative)"}
 
 
+def pickled_lora(manifest):
+    """kohya_sd1_noalpha saved the old way, as a pickle (torch.save of the state dict): the same
+    LoRA through the host's TorchPickle source."""
+    os.makedirs(os.path.join(OUT, "lora"), exist_ok=True)
+    path = os.path.join(OUT, "lora", "kohya_sd1_noalpha_pt.pt")
+    torch.save(load_file(os.path.join(LORAS, "kohya_sd1_noalpha.safetensors")), path)
+    os.chmod(path, 0o644)
+    manifest["pickled_lora"] = {"file": "lora/kohya_sd1_noalpha_pt.pt",
+                                "peer": "torch.save(safetensors.load_file('LoRATests/Fixtures/kohya_sd1_noalpha.safetensors'))"}
+
+
 def png_fixtures(manifest):
     """RGB PNGs as A1111 saves them (PIL, PngInfo.add_text("parameters", …))."""
     from PIL import Image, PngImagePlugin
@@ -504,11 +521,39 @@ def png_fixtures(manifest):
                        "peer": "PIL Image.save(pnginfo=PngInfo.add_text) as A1111 images.save_image_with_geninfo"}
 
 
+def write_sd15_random(folder):
+    """An SD1.5-shaped model with random weights (torch's default init), as a diffusers folder
+    in F16: for timing `adapterhost generate` at real shapes (not a fixture; nothing is kept)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=64, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280, 1280),
+        cross_attention_dim=768, attention_head_dim=8, norm_num_groups=32,
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, norm_num_groups=32,
+                        block_out_channels=(128, 256, 512, 512), sample_size=512,
+                        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
+    encoder = CLIPTextModel(CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                                           num_attention_heads=12, max_position_embeddings=77, hidden_act="quick_gelu",
+                                           projection_dim=768))
+    for name, module in (("unet", unet), ("vae", vae), ("text_encoder", encoder)):
+        module.half().save_pretrained(os.path.join(folder, name), safe_serialization=True)
+    print(f"wrote {folder}")
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--kdiffusion", required=True)
+    ap.add_argument("--kdiffusion")
+    ap.add_argument("--sd15-random", metavar="DIR", help="only write a random SD1.5-shaped diffusers folder to DIR")
     args = ap.parse_args()
     torch.set_grad_enabled(False)
+    if args.sd15_random:
+        write_sd15_random(args.sd15_random)
+        return
+    if not args.kdiffusion:
+        raise SystemExit("the fixtures need --kdiffusion DIR")
     import diffusers  # before the k-diffusion stand-ins exist
     import transformers
     sampling, external = load_kdiffusion(args.kdiffusion)
@@ -525,8 +570,11 @@ def main():
         case_kdiffusion_seeded(tmp, sampling, external, cases, "sd1_dpmpp_2m_karras", "DPM++ 2M Karras", 4242, 5)
         case_sd2(tmp, external, cases)
         case_sdxl(tmp, external, cases)
-        png_fixtures(cases)
+        extras = {}
+        png_fixtures(extras)
+        pickled_lora(extras)
     manifest["cases"] = cases
+    manifest.update(extras)
     with open(os.path.join(OUT, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=1, sort_keys=True, ensure_ascii=False)
         f.write("\n")

@@ -208,10 +208,12 @@ func profileIfAsked(_ arguments: [String], _ call: () throws -> Void) rethrows {
     for row in NetworkProfiler.report {
         covered += row.seconds
         let rate = row.gflops.map { String(format: "%6.1f GFLOP/s", $0) } ?? ""
-        lines.append(String(format: "  %-22@ %8.3f s %5.1f%% %6d calls  ", row.step as NSString, row.seconds,
-                            100 * row.seconds / total, row.calls) + rate)
+        lines.append("  " + row.step.padding(toLength: 20, withPad: " ", startingAt: 0)
+                     + String(format: "%8.3f s %5.1f%% %6d calls  ", row.seconds, 100 * row.seconds / total, row.calls) + rate)
     }
-    lines.append(String(format: "  %-22@ %8.3f s %5.1f%%", "(other)" as NSString, total - covered, 100 * (total - covered) / total))
+    // Steps nest (conv.unfold inside conv*, prefill inside layers): "other" is only indicative.
+    lines.append("  " + "(other)".padding(toLength: 20, withPad: " ", startingAt: 0)
+                 + String(format: "%8.3f s", total - covered))
     FileHandle.standardError.write(Data((lines.joined(separator: "\n") + "\n").utf8))
 }
 

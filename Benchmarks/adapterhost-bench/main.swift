@@ -16,6 +16,8 @@ usage: adapterhost-bench <suite> [--json] [options]
   unet              SD1.5 UNet call, s     [--runs 3] [--batch 2] [--latent 64] [--weights f32|f16] [--modes base,bypass,merged] [--rank 32]
   vae               SD1.5 VAE decode, s    [--runs 3] [--latent 64] [--weights f32|f16]
   textencoder       CLIP text encoder, s   [--runs 5] [--batch 2] [--model clip-l|bigg] [--weights f32|f16] [--modes base,bypass] [--rank 32]
+  lora-merge        merge a rank-32 LoRA into an SD1.5 F16 checkpoint (adapterhost merge), s + peak MiB  [--runs 3] [--dir D] [--rank 32]
+  lora-extract      extract rank 32 from two SD1.5 UNets (adapterhost extract), s  [--runs 1] [--dir D] [--rank 32]
 """
 
 /// `--name value` from the arguments, or nil.
@@ -57,6 +59,10 @@ do {
         emit(SuiteReport(suite: suite, machine: .current(), results: try runVAESuite(arguments: arguments)), json: json)
     case "textencoder":
         emit(SuiteReport(suite: suite, machine: .current(), results: try runTextEncoderSuite(arguments: arguments)), json: json)
+    case "lora-merge":
+        emit(SuiteReport(suite: suite, machine: .current(), results: try runLoRAMergeSuite(arguments: arguments)), json: json)
+    case "lora-extract":
+        emit(SuiteReport(suite: suite, machine: .current(), results: try runExtractSuite(arguments: arguments)), json: json)
     case "-h", "--help", "help":
         print(usage)
     default:

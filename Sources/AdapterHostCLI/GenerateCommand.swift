@@ -94,7 +94,9 @@ struct Generate: ParsableCommand {
                           adapted.labelled(tags.isEmpty ? "with adapters" : "with \(tags)", scale: scale)]
             let composite = RGBImage.horizontalConcat(panels, gap: 4 * scale)
             try PNGWriter.write(composite, to: sideBySide)
-            print("wrote \(sideBySide) (\(composite.width)x\(composite.height): without | with the prompt's LoRAs)")
+            let difference = zip(base.pixels, adapted.pixels).reduce(0) { $0 + abs(Int($1.0) - Int($1.1)) }
+            print("wrote \(sideBySide) (\(composite.width)x\(composite.height): without | with the prompt's LoRAs; "
+                  + String(format: "mean |difference| %.2f of 255 per channel)", Double(difference) / Double(max(base.pixels.count, 1))))
         }
         print(String(format: "model load %.2fs, total %.2fs", loadTime, Date().timeIntervalSince(started)))
     }
@@ -117,6 +119,7 @@ struct Generate: ParsableCommand {
         let t = result.timings
         print(String(format: "seed %llu: conditioning %.2fs, sampling %.2fs, decoding %.2fs", parameters.seed,
                      t.conditioning, t.sampling, t.decoding))
+        if !quiet { print("parameters:\n" + result.infotext.text.split(separator: "\n").map { "  " + $0 }.joined(separator: "\n")) }
         return result
     }
 

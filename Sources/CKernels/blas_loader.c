@@ -105,6 +105,13 @@ static int load(void) {
             snprintf(g_status.chosen_coretype, sizeof g_status.chosen_coretype, "%s", choice);
         }
     }
+    // OpenBLAS's idle worker threads spin (sched_yield in a loop) for 2^28 cycles (~0.1 s)
+    // after every threaded call before they sleep. Between GEMMs the runtime runs its own
+    // threads (norms, softmax, im2col, attention with per-thread GEMMs), and the spinning
+    // worker takes a core from them: measured on a 2-core VM, one SD UNet call took 1.5-1.7×
+    // as long. 2^4 cycles makes workers sleep at once; waking them costs a few µs per GEMM.
+    // The user's own setting wins (overwrite = 0); same once-only rule as above for setenv.
+    setenv("OPENBLAS_THREAD_TIMEOUT", "4", 0);
     static const char *blas_names[] = {"libopenblas.so.0", "libopenblas.so",
                                        "libopenblas.dylib", NULL};
     void *blas = NULL;

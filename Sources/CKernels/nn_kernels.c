@@ -87,6 +87,50 @@ static void add_inplace_portable(float *y, const float *x, size_t n) {
     for (size_t i = 0; i < n; i++) y[i] += x[i];
 }
 
+static void transpose_keys_portable(const float *k, size_t ks, size_t m, size_t d, float *kt, size_t ldkt) {
+    // Tiles of 64 keys: their d-wide rows stay in L1 while every output row is written.
+    for (size_t j0 = 0; j0 < m; j0 += 64) {
+        size_t j1 = j0 + 64 < m ? j0 + 64 : m;
+        for (size_t t = 0; t < d; t++) {
+            float *dst = kt + t * ldkt;
+            for (size_t j = j0; j < j1; j++) dst[j] = k[j * ks + t];
+        }
+    }
+    for (size_t t = 0; t < d; t++)
+        for (size_t j = m; j < ldkt; j++) kt[t * ldkt + j] = 0;
+}
+
+static void attention_rows_portable(const float *q, size_t qs, size_t rows, size_t d,
+                                    const float *kt, size_t ldkt, size_t m,
+                                    const float *v, size_t vs, size_t dv,
+                                    float *out, size_t os, float scale, long causal_offset, float *scratch) {
+    float *s = scratch;
+    for (size_t i = 0; i < rows; i++) {
+        const float *qi = q + i * qs;
+        size_t limit = m;
+        if (causal_offset >= 0 && (size_t)causal_offset + i + 1 < m) limit = (size_t)causal_offset + i + 1;
+        for (size_t j = 0; j < limit; j++) s[j] = 0;
+        for (size_t t = 0; t < d; t++) {
+            float qt = qi[t];
+            const float *kr = kt + t * ldkt;
+            for (size_t j = 0; j < limit; j++) s[j] += qt * kr[j];
+        }
+        float top = -INFINITY;
+        for (size_t j = 0; j < limit; j++) { s[j] *= scale; top = s[j] > top ? s[j] : top; }
+        float total = 0;
+        for (size_t j = 0; j < limit; j++) { s[j] = expf(s[j] - top); total += s[j]; }
+        float inv = 1.0f / total;
+        float *o = out + i * os;
+        for (size_t c = 0; c < dv; c++) o[c] = 0;
+        for (size_t j = 0; j < limit; j++) {
+            float p = s[j];
+            const float *vr = v + j * vs;
+            for (size_t c = 0; c < dv; c++) o[c] += p * vr[c];
+        }
+        for (size_t c = 0; c < dv; c++) o[c] *= inv;
+    }
+}
+
 #ifdef AH_NN_X86
 // MARK: - AVX2 + FMA
 
@@ -301,6 +345,144 @@ AVX2 static void add_inplace_avx2(float *y, const float *x, size_t n) {
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_loadu_ps(y + i), _mm256_loadu_ps(x + i)));
     for (; i < n; i++) y[i] += x[i];
 }
+
+AVX2 static void transpose_keys_avx2(const float *k, size_t ks, size_t m, size_t d, float *kt, size_t ldkt) {
+    transpose_keys_portable(k, ks, m, d, kt, ldkt); // memory-bound; the plain loops vectorise enough
+}
+
+/// exp(s − max) in place over s[0, limit), zero over [limit, end); returns 1/Σ.
+AVX2 static inline float softmax_row_unnormalised(float *s, size_t limit, size_t end) {
+    size_t j = 0;
+    __m256 m0 = _mm256_set1_ps(-INFINITY), m1 = m0;
+    for (; j + 16 <= limit; j += 16) {
+        m0 = _mm256_max_ps(m0, _mm256_loadu_ps(s + j));
+        m1 = _mm256_max_ps(m1, _mm256_loadu_ps(s + j + 8));
+    }
+    for (; j + 8 <= limit; j += 8) m0 = _mm256_max_ps(m0, _mm256_loadu_ps(s + j));
+    if (j < limit) m1 = _mm256_max_ps(m1, load_partial(s + j, limit - j, -INFINITY));
+    __m256 top = _mm256_set1_ps(hmax256(_mm256_max_ps(m0, m1)));
+    __m256 s0 = _mm256_setzero_ps(), s1 = s0;
+    for (j = 0; j + 16 <= limit; j += 16) {
+        __m256 e0 = exp256(_mm256_sub_ps(_mm256_loadu_ps(s + j), top));
+        __m256 e1 = exp256(_mm256_sub_ps(_mm256_loadu_ps(s + j + 8), top));
+        _mm256_storeu_ps(s + j, e0);
+        _mm256_storeu_ps(s + j + 8, e1);
+        s0 = _mm256_add_ps(s0, e0);
+        s1 = _mm256_add_ps(s1, e1);
+    }
+    for (; j + 8 <= limit; j += 8) {
+        __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(s + j), top));
+        _mm256_storeu_ps(s + j, e);
+        s0 = _mm256_add_ps(s0, e);
+    }
+    if (j < limit) {
+        __m256 e = exp256(_mm256_sub_ps(load_partial(s + j, limit - j, -INFINITY), top));
+        store_partial(s + j, e, limit - j);
+        s1 = _mm256_add_ps(s1, e);
+    }
+    for (j = limit; j < end; j++) s[j] = 0;
+    return 1.0f / hsum256(_mm256_add_ps(s0, s1));
+}
+
+/// Two rows of P·V for NV vectors (8·NV output columns): o_r = (Σ_j p_r[j]·v[j]) · inv_r.
+#define PV_KERNEL(NV)                                                                               \
+AVX2 static void pv2_##NV(const float *p0, const float *p1, size_t n, const float *v, size_t vs,     \
+                          float *o0, float *o1, float inv0, float inv1) {                            \
+    __m256 a0[NV], a1[NV];                                                                          \
+    for (int c = 0; c < NV; c++) { a0[c] = _mm256_setzero_ps(); a1[c] = _mm256_setzero_ps(); }      \
+    for (size_t j = 0; j < n; j++) {                                                                \
+        const float *vr = v + j * vs;                                                               \
+        __m256 b0 = _mm256_broadcast_ss(p0 + j), b1 = _mm256_broadcast_ss(p1 + j);                  \
+        for (int c = 0; c < NV; c++) {                                                              \
+            __m256 x = _mm256_loadu_ps(vr + 8 * c);                                                 \
+            a0[c] = _mm256_fmadd_ps(b0, x, a0[c]);                                                  \
+            a1[c] = _mm256_fmadd_ps(b1, x, a1[c]);                                                  \
+        }                                                                                           \
+    }                                                                                               \
+    __m256 s0 = _mm256_set1_ps(inv0), s1 = _mm256_set1_ps(inv1);                                    \
+    for (int c = 0; c < NV; c++) {                                                                  \
+        _mm256_storeu_ps(o0 + 8 * c, _mm256_mul_ps(a0[c], s0));                                     \
+        _mm256_storeu_ps(o1 + 8 * c, _mm256_mul_ps(a1[c], s1));                                     \
+    }                                                                                               \
+}
+PV_KERNEL(1)
+PV_KERNEL(2)
+PV_KERNEL(3)
+PV_KERNEL(4)
+PV_KERNEL(5)
+
+AVX2 static void attention_rows_avx2(const float *q, size_t qs, size_t rows, size_t d,
+                                     const float *kt, size_t ldkt, size_t m,
+                                     const float *v, size_t vs, size_t dv,
+                                     float *out, size_t os, float scale, long causal_offset, float *scratch) {
+    const __m256 sc = _mm256_set1_ps(scale);
+    for (size_t r0 = 0; r0 < rows; r0 += 6) {
+        size_t R = rows - r0 < 6 ? rows - r0 : 6;
+        const float *qr[6];
+        float *srow[6];
+        size_t limit[6], jmax = 0;
+        for (size_t r = 0; r < 6; r++) {
+            // Rows past R repeat row 0: computed, never used (keeps the kernel at 6 rows).
+            qr[r] = q + (r0 + (r < R ? r : 0)) * qs;
+            srow[r] = scratch + r * ldkt;
+            size_t lim = m;
+            if (causal_offset >= 0 && (size_t)causal_offset + r0 + r + 1 < m) lim = (size_t)causal_offset + r0 + r + 1;
+            limit[r] = lim;
+            if (r < R && lim > jmax) jmax = lim;
+        }
+        size_t jend = (jmax + 15) & ~(size_t)15; // ≤ ldkt: padded keys are zero
+        // Scores: 6 rows × 16 keys per step, d-long dot products in 12 accumulators.
+        for (size_t j0 = 0; j0 < jend; j0 += 16) {
+            __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00;
+            __m256 a30 = a00, a31 = a00, a40 = a00, a41 = a00, a50 = a00, a51 = a00;
+            const float *kp = kt + j0;
+            for (size_t t = 0; t < d; t++) {
+                __m256 k0 = _mm256_loadu_ps(kp + t * ldkt), k1 = _mm256_loadu_ps(kp + t * ldkt + 8);
+                __m256 b;
+                b = _mm256_broadcast_ss(qr[0] + t); a00 = _mm256_fmadd_ps(b, k0, a00); a01 = _mm256_fmadd_ps(b, k1, a01);
+                b = _mm256_broadcast_ss(qr[1] + t); a10 = _mm256_fmadd_ps(b, k0, a10); a11 = _mm256_fmadd_ps(b, k1, a11);
+                b = _mm256_broadcast_ss(qr[2] + t); a20 = _mm256_fmadd_ps(b, k0, a20); a21 = _mm256_fmadd_ps(b, k1, a21);
+                b = _mm256_broadcast_ss(qr[3] + t); a30 = _mm256_fmadd_ps(b, k0, a30); a31 = _mm256_fmadd_ps(b, k1, a31);
+                b = _mm256_broadcast_ss(qr[4] + t); a40 = _mm256_fmadd_ps(b, k0, a40); a41 = _mm256_fmadd_ps(b, k1, a41);
+                b = _mm256_broadcast_ss(qr[5] + t); a50 = _mm256_fmadd_ps(b, k0, a50); a51 = _mm256_fmadd_ps(b, k1, a51);
+            }
+            _mm256_storeu_ps(srow[0] + j0, _mm256_mul_ps(a00, sc)); _mm256_storeu_ps(srow[0] + j0 + 8, _mm256_mul_ps(a01, sc));
+            _mm256_storeu_ps(srow[1] + j0, _mm256_mul_ps(a10, sc)); _mm256_storeu_ps(srow[1] + j0 + 8, _mm256_mul_ps(a11, sc));
+            _mm256_storeu_ps(srow[2] + j0, _mm256_mul_ps(a20, sc)); _mm256_storeu_ps(srow[2] + j0 + 8, _mm256_mul_ps(a21, sc));
+            _mm256_storeu_ps(srow[3] + j0, _mm256_mul_ps(a30, sc)); _mm256_storeu_ps(srow[3] + j0 + 8, _mm256_mul_ps(a31, sc));
+            _mm256_storeu_ps(srow[4] + j0, _mm256_mul_ps(a40, sc)); _mm256_storeu_ps(srow[4] + j0 + 8, _mm256_mul_ps(a41, sc));
+            _mm256_storeu_ps(srow[5] + j0, _mm256_mul_ps(a50, sc)); _mm256_storeu_ps(srow[5] + j0 + 8, _mm256_mul_ps(a51, sc));
+        }
+        float inv[6] = {0, 0, 0, 0, 0, 0};
+        for (size_t r = 0; r < R; r++) inv[r] = softmax_row_unnormalised(srow[r], limit[r], jend);
+        // P·V two rows at a time; a lone last row pairs with itself into a throwaway output.
+        float spare[40];
+        for (size_t r = 0; r < R; r += 2) {
+            int pair = r + 1 < R;
+            const float *p0 = srow[r], *p1 = pair ? srow[r + 1] : srow[r];
+            size_t n = pair && limit[r + 1] > limit[r] ? limit[r + 1] : limit[r];
+            float *o0 = out + (r0 + r) * os, *o1 = pair ? out + (r0 + r + 1) * os : spare;
+            float i0 = inv[r], i1 = pair ? inv[r + 1] : inv[r];
+            size_t c0 = 0;
+            for (; c0 + 40 <= dv; c0 += 40) pv2_5(p0, p1, n, v + c0, vs, o0 + c0, pair ? o1 + c0 : spare, i0, i1);
+            size_t nv = (dv - c0) / 8;
+            switch (nv) {
+            case 4: pv2_4(p0, p1, n, v + c0, vs, o0 + c0, pair ? o1 + c0 : spare, i0, i1); break;
+            case 3: pv2_3(p0, p1, n, v + c0, vs, o0 + c0, pair ? o1 + c0 : spare, i0, i1); break;
+            case 2: pv2_2(p0, p1, n, v + c0, vs, o0 + c0, pair ? o1 + c0 : spare, i0, i1); break;
+            case 1: pv2_1(p0, p1, n, v + c0, vs, o0 + c0, pair ? o1 + c0 : spare, i0, i1); break;
+            default: break;
+            }
+            // Columns past the last full vector, one by one.
+            for (size_t c = c0 + 8 * nv; c < dv; c++) {
+                float x0 = 0, x1 = 0;
+                for (size_t j = 0; j < n; j++) { x0 += p0[j] * v[j * vs + c]; x1 += p1[j] * v[j * vs + c]; }
+                o0[c] = x0 * i0;
+                if (pair) o1[c] = x1 * i1;
+            }
+        }
+    }
+}
 #endif
 
 // MARK: - Dispatch
@@ -332,3 +514,12 @@ void ah_nn_layernorm_rows(const float *x, float *y, size_t rows, size_t width,
     DISPATCH(layernorm_rows, x, y, rows, width, gamma, beta, eps);
 }
 void ah_nn_add_inplace(float *y, const float *x, size_t n) { DISPATCH(add_inplace, y, x, n); }
+void ah_nn_transpose_keys(const float *k, size_t ks, size_t m, size_t d, float *kt, size_t ldkt) {
+    DISPATCH(transpose_keys, k, ks, m, d, kt, ldkt);
+}
+void ah_nn_attention_rows(const float *q, size_t qs, size_t rows, size_t d,
+                          const float *kt, size_t ldkt, size_t m,
+                          const float *v, size_t vs, size_t dv,
+                          float *out, size_t os, float scale, long causal_offset, float *scratch) {
+    DISPATCH(attention_rows, q, qs, rows, d, kt, ldkt, m, v, vs, dv, out, os, scale, causal_offset, scratch);
+}

@@ -80,10 +80,16 @@ public struct PlannedModule {
 /// Which modules change which model tensors, in stack order; built once, then used for an
 /// in-place merge (`PatchEngine`), a streamed merge into a new file, or bypass at run time.
 ///
-/// Order semantics: modules apply in stack order, per target. A weight-independent delta
-/// (LoRA, LoHa, LoKr, full) does not care, so such stacks commute. A weight-dependent module
+/// Order semantics: modules apply in stack order, per target. A weight-dependent module
 /// (DoRA, IA3, OFT, GLoRA's W-term) sees W as already changed by the adapters before it
-/// (W₁ = W₀ + Δ₁(W₀), W₂ = W₁ + Δ₂(W₁), …): A1111 and ComfyUI both do this.
+/// (W₁ = W₀ + Δ₁(W₀), W₂ = W₁ + Δ₂(W₁), …): A1111 and ComfyUI both do this. So order
+/// matters for such modules, and one plan of a stack equals applying its adapters one after
+/// another — bit for bit on an F32 model; on F16/BF16 one plan rounds to the weight's dtype
+/// once, at the end, where one-by-one application (and A1111) rounds after each adapter.
+/// Weight-independent deltas (LoRA, LoHa, LoKr, full) do not depend on W, so such stacks
+/// commute — up to F32 rounding: deltas are added one by one into an F32 copy of W and F32
+/// addition is not associative, so (W + Δa) + Δb and (W + Δb) + Δa may differ in the last
+/// bit (before the result is stored in the weight's dtype).
 public struct PatchPlan {
     public let model: ModelWeights
     /// Planned modules by the weight key they change.
@@ -95,7 +101,8 @@ public struct PatchPlan {
     public let report: PatchReport
 
     /// Plans `stack` on `model`. Throws on a base-model mismatch before any work; modules
-    /// without a target or with a shape that cannot fit are reported, not dropped silently.
+    /// without a target, or whose `deltaShape` cannot fit the target, are reported (skipped,
+    /// with the reason), not dropped silently.
     /// An adapter with a `requiredBaseHash` needs the model's file to have that SHA-256
     /// (computed only then); `force` skips that check (never the family check).
     public init(model: ModelWeights, stack: [AdapterApplication], force: Bool = false) throws {
@@ -203,11 +210,16 @@ public struct PatchPlan {
                 DeltaFitting.accumulate(fitted, into: w, rowOffset: rows?.lowerBound ?? 0)
             }
             if let db = delta.bias, let b {
-                guard db.count == b.count else {
+                // A fused target's module owns its rows of the bias too (OpenCLIP's in_proj_bias).
+                guard db.count == rows?.count ?? b.count else {
                     throw PatchError.moduleFailed(adapter: p.adapterPath, module: p.module.name,
-                        reason: "bias delta of shape \(db.shape) does not fit \(b.shape)")
+                        reason: "bias delta of shape \(db.shape) does not fit \(b.shape)" + (rows.map { " rows \($0)" } ?? ""))
                 }
-                DeltaFitting.accumulate(db.reshaped(b.shape), into: b, rowOffset: 0)
+                if let rows {
+                    DeltaFitting.accumulate(db.reshaped([rows.count]), into: b, rowOffset: rows.lowerBound)
+                } else {
+                    DeltaFitting.accumulate(db.reshaped(b.shape), into: b, rowOffset: 0)
+                }
             }
         }
         return (w, b)

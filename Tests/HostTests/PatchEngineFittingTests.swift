@@ -55,6 +55,46 @@ import Testing
         #expect(changed == 4 * 4 * 9)
     }
 
+    /// OpenCLIP's fused attention (SD2): q/k/v modules own a third of `in_proj_weight` and of
+    /// `in_proj_bias`. A LyCORIS full module on k (diff + diff_b) and a LoRA on q change only
+    /// their rows of the weight and of the bias; v's rows stay bit for bit.
+    @Test func fusedRowsGetTheirWeightAndBiasDeltas() throws {
+        let q = "lora_te_text_model_encoder_layers_0_self_attn_q_proj"
+        let k = "lora_te_text_model_encoder_layers_0_self_attn_k_proj"
+        let diff = patchSeeded([32, 32], seed: 700, scale: 0.05), diffBias = patchSeeded([32], seed: 701, scale: 0.05)
+        let up = patchSeeded([32, 2], seed: 702, scale: 0.3), down = patchSeeded([2, 32], seed: 703, scale: 0.3)
+        let adapter = try PatchFixtures.adapter([
+            ("\(k).diff", diff), ("\(k).diff_b", diffBias),
+            ("\(q).lora_down.weight", down), ("\(q).lora_up.weight", up), ("\(q).alpha", Tensor(scalar: 2)),
+        ])
+        let model = try PatchFixtures.model("sd2")
+        let weightKey = "cond_stage_model.model.transformer.resblocks.0.attn.in_proj_weight"
+        let biasKey = "cond_stage_model.model.transformer.resblocks.0.attn.in_proj_bias"
+        let w0 = try #require(model.tensor(weightKey)), b0 = try #require(model.tensor(biasKey))
+        #expect(w0.shape == [96, 32] && w0.dtype == .f32 && b0.shape == [96])
+        #expect(model.targetIndex.resolve(k)?.rows == 32..<64 && model.targetIndex.resolve(k)?.biasKey == biasKey)
+
+        let plan = try PatchPlan(model: model, stack: [AdapterApplication(adapter: adapter, weight: 0.5)])
+        #expect(plan.report.summary == "2 of 2 modules applied")
+        #expect(plan.touchedKeys == [weightKey, biasKey] || plan.touchedKeys == [biasKey, weightKey])
+        try PatchEngine(model: model).apply(plan)
+
+        let w = w0.doubles, b = b0.doubles
+        let loraDelta = patchMatmul(up.doubles, down.doubles, m: 32, k: 2, n: 32)   // scale alpha/rank = 1
+        var wantW = w, wantB = b
+        for i in 0..<(32 * 32) {
+            wantW[i] += 0.5 * loraDelta[i]
+            wantW[32 * 32 + i] += 0.5 * diff.doubles[i]
+        }
+        for i in 0..<32 { wantB[32 + i] += 0.5 * diffBias.doubles[i] }
+        let gotW = model.tensor(weightKey)!, gotB = model.tensor(biasKey)!
+        #expect(patchMaxAbsDiff(gotW.doubles, wantW) <= 2 * patchULP32(patchMaxAbs(wantW)))
+        #expect(patchMaxAbsDiff(gotB.doubles, wantB) <= 2 * patchULP32(patchMaxAbs(wantB)))
+        #expect(Array(gotW.floats[(64 * 32)...]).map(\.bitPattern) == Array(w0.floats[(64 * 32)...]).map(\.bitPattern))
+        #expect(Array(gotB.floats[0..<32]).map(\.bitPattern) == Array(b0.floats[0..<32]).map(\.bitPattern))
+        #expect(Array(gotB.floats[64...]).map(\.bitPattern) == Array(b0.floats[64...]).map(\.bitPattern))
+    }
+
     /// `dyn` keeps the first N ranks with the scale still alpha / full rank:
     /// W + s·up[:, :N]·down[:N] (A1111's `rebuild_conventional`, `calc_scale`).
     @Test func dynTruncatesRanksAsA1111() throws {

@@ -142,7 +142,9 @@ import Testing
             let matrix = Tensor(shape: sum.shape, doubles: sum.values)
             let optimal = try optimalError(matrix, rank: 8)
             let error = zip(got.values, sum.values).reduce(0) { $0 + ($1.0 - $1.1) * ($1.0 - $1.1) }.squareRoot()
-            #expect(error <= 1.05 * optimal + 1e-6, "\(name): error \(error) vs optimal \(optimal)")
+            // F32 factors: rounding adds ~1e-7 of the norm on top of the truncation.
+            let norm = sum.values.reduce(0) { $0 + $1 * $1 }.squareRoot()
+            #expect(error <= 1.05 * optimal + 1e-5 * norm, "\(name): error \(error) vs optimal \(optimal)")
             #expect(error >= optimal * (1 - 1e-4), "\(name): below the optimum is impossible")
         }
         #expect(result.layers.allSatisfy { $0.rank == 8 })

@@ -179,12 +179,15 @@ struct LayersTests {
         #expect(relativeError(out.floats, expected) < 1e-6)
     }
 
-    @Test("Attention kernel: heads, query blocks, parallel items, causal mask")
+    @Test("Attention kernels (fused and GEMM): heads, query blocks, parallel items, causal mask")
     func attentionKernel() throws {
         for (heads, d, dv, n, m, causal, budget) in [(2, 3, 3, 5, 7, false, 1 << 20), (3, 4, 2, 9, 9, true, 9 * 2),
                                                        (1, 8, 8, 40, 33, false, 33 * 5), (4, 2, 2, 70, 70, false, 1 << 20),
                                                        // Large enough to run items on all cores at once.
-                                                       (2, 16, 16, 256, 256, false, 64 * 256)] {
+                                                       (2, 16, 16, 256, 256, false, 64 * 256),
+                                                       // Heads wider than the fused kernel's limit: the GEMM path.
+                                                       (1, 168, 168, 20, 17, false, 17 * 6), (2, 170, 161, 9, 9, true, 1 << 20),
+                                                       (2, 170, 170, 300, 200, false, 1 << 20)] {
             let q = NetworkFixtures.random([2, n, heads * d], seed: 120, scale: 2)
             let k = NetworkFixtures.random([2, m, heads * d], seed: 121, scale: 2)
             let v = NetworkFixtures.random([2, m, heads * dv], seed: 122)

@@ -68,7 +68,7 @@ private func sentinel<D: FixedWidthInteger>(_: D.Type) -> D { D(truncatingIfNeed
 ///
 /// Starting at an odd element makes the vector loops read and write unaligned addresses and
 /// end with a scalar tail, so one call covers both code paths of a level.
-func convert<S, D: FixedWidthInteger>(_ src: [S], from start: Int = 0, _ kernel: BitKernel<S, D>,
+func convertBits<S, D: FixedWidthInteger>(_ src: [S], from start: Int = 0, _ kernel: BitKernel<S, D>,
                                        sourceLocation: SourceLocation = #_sourceLocation) -> [D] {
     let pad = 64
     let n = src.count - start
@@ -190,13 +190,13 @@ struct ConversionDispatchTests {
         let want = allUInt16.map(referenceF16ToF32)
         forEachDispatchLevel { level in
             for start in [0, 1, 7] {
-                let got = convert(allUInt16, from: start, f16ToF32Kernel)
+                let got = convertBits(allUInt16, from: start, f16ToF32Kernel)
                 expectBitsEqual(got, Array(want[start...]), inputs: Array(allUInt16[start...]),
                                 "F16→F32 at \(level), from element \(start)")
             }
             // What the header promises for NaN, spelled out: sign and payload kept, quiet bit set.
             for h: UInt16 in [0x7C01, 0xFC01, 0x7D55, 0x7E00, 0xFFFF] {
-                let got = convert([h], f16ToF32Kernel)[0]
+                let got = convertBits([h], f16ToF32Kernel)[0]
                 let payload = UInt32(h & 0x3FF) << 13
                 #expect(got == UInt32(h & 0x8000) << 16 | 0x7FC0_0000 | payload,
                         "F16 NaN \(hex(h)) -> \(hex(got)) at \(level)")
@@ -206,7 +206,7 @@ struct ConversionDispatchTests {
 
     @Test func bf16ToF32ExhaustiveAtEveryLevel() {
         forEachDispatchLevel { level in
-            let got = convert(allUInt16, from: 3, bf16ToF32Kernel)
+            let got = convertBits(allUInt16, from: 3, bf16ToF32Kernel)
             var bad: [String] = []
             for (i, b) in allUInt16[3...].enumerated() {
                 let value = Float(bitPattern: got[i])
@@ -248,7 +248,7 @@ struct ConversionDispatchTests {
         let want = Array(repeating: cases.map { $0.1 }, count: 3).flatMap { $0 }
         forEachDispatchLevel { level in
             for start in [0, 1, 5] {
-                expectBitsEqual(convert(inputs, from: start, f32ToF16Kernel), Array(want[start...]),
+                expectBitsEqual(convertBits(inputs, from: start, f32ToF16Kernel), Array(want[start...]),
                                 inputs: Array(inputs[start...]), "F32→F16 special cases at \(level)")
             }
         }
@@ -272,7 +272,7 @@ struct ConversionDispatchTests {
             }
         }
         forEachDispatchLevel { level in
-            expectBitsEqual(convert(inputs, from: 1, f32ToF16Kernel), Array(want[1...]),
+            expectBitsEqual(convertBits(inputs, from: 1, f32ToF16Kernel), Array(want[1...]),
                             inputs: Array(inputs[1...]), "F32→F16 midpoints at \(level)")
         }
         expectBitsEqual(inputs.map(referenceF32ToF16), want, inputs: inputs, "Float16(Float) on the midpoints")
@@ -283,8 +283,8 @@ struct ConversionDispatchTests {
         // comes back quiet (bit 9 set) with its sign and payload.
         let want = allUInt16.map { h -> UInt16 in h & 0x7C00 == 0x7C00 && h & 0x3FF != 0 ? h | 0x0200 : h }
         forEachDispatchLevel { level in
-            let widened = convert(allUInt16, f16ToF32Kernel)
-            expectBitsEqual(convert(widened, f32ToF16Kernel), want, inputs: allUInt16, "F16→F32→F16 at \(level)")
+            let widened = convertBits(allUInt16, f16ToF32Kernel)
+            expectBitsEqual(convertBits(widened, f32ToF16Kernel), want, inputs: allUInt16, "F16→F32→F16 at \(level)")
         }
     }
 
@@ -293,7 +293,7 @@ struct ConversionDispatchTests {
         let want = inputs.map(referenceF32ToF16)
         var portable: [UInt16] = []
         forEachDispatchLevel { level in
-            let got = convert(inputs, f32ToF16Kernel)
+            let got = convertBits(inputs, f32ToF16Kernel)
             if level == .portable { portable = got }
             expectBitsEqual(got, want, inputs: inputs, "F32→F16 random sample at \(level) vs Float16(Float)")
             expectBitsEqual(got, portable, inputs: inputs, "F32→F16 random sample at \(level) vs portable")
@@ -319,13 +319,13 @@ struct ConversionDispatchTests {
         let wantF16 = (narrowStart..<narrowCount).map { f16Base[$0 & 0xFFFF] }
         let wantBF16 = (bfNarrowStart..<narrowCount).map { bf16Base[$0 & 0xFFFF] }
         forEachDispatchLevel { level in
-            expectBitsEqual(convert(halves, from: wideStart, f16ToF32Kernel), wantF16Wide,
+            expectBitsEqual(convertBits(halves, from: wideStart, f16ToF32Kernel), wantF16Wide,
                             inputs: Array(halves[wideStart...]), "large F16→F32 at \(level)")
-            expectBitsEqual(convert(halves, from: bfStart, bf16ToF32Kernel), wantBF16Wide,
+            expectBitsEqual(convertBits(halves, from: bfStart, bf16ToF32Kernel), wantBF16Wide,
                             inputs: Array(halves[bfStart...]), "large BF16→F32 at \(level)")
-            expectBitsEqual(convert(floats, from: narrowStart, f32ToF16Kernel), wantF16,
+            expectBitsEqual(convertBits(floats, from: narrowStart, f32ToF16Kernel), wantF16,
                             inputs: Array(floats[narrowStart...]), "large F32→F16 at \(level)")
-            expectBitsEqual(convert(floats, from: bfNarrowStart, f32ToBF16Kernel), wantBF16,
+            expectBitsEqual(convertBits(floats, from: bfNarrowStart, f32ToBF16Kernel), wantBF16,
                             inputs: Array(floats[bfNarrowStart...]), "large F32→BF16 at \(level)")
         }
     }
@@ -352,7 +352,7 @@ struct ConversionDispatchTests {
         let want = Array(repeating: cases.map { $0.1 }, count: 3).flatMap { $0 }
         forEachDispatchLevel { level in
             for start in [0, 1, 5] {
-                expectBitsEqual(convert(inputs, from: start, f32ToBF16Kernel), Array(want[start...]),
+                expectBitsEqual(convertBits(inputs, from: start, f32ToBF16Kernel), Array(want[start...]),
                                 inputs: Array(inputs[start...]), "F32→BF16 special cases at \(level)")
             }
         }
@@ -371,7 +371,7 @@ struct ConversionDispatchTests {
             }
         }
         forEachDispatchLevel { level in
-            expectBitsEqual(convert(inputs, from: 1, f32ToBF16Kernel), Array(want[1...]),
+            expectBitsEqual(convertBits(inputs, from: 1, f32ToBF16Kernel), Array(want[1...]),
                             inputs: Array(inputs[1...]), "F32→BF16 midpoints at \(level)")
         }
     }
@@ -381,7 +381,7 @@ struct ConversionDispatchTests {
         let want = inputs.map(referenceF32ToBF16)
         var portable: [UInt16] = []
         forEachDispatchLevel { level in
-            let got = convert(inputs, f32ToBF16Kernel)
+            let got = convertBits(inputs, f32ToBF16Kernel)
             if level == .portable { portable = got }
             expectBitsEqual(got, want, inputs: inputs, "F32→BF16 random sample at \(level) vs reference")
             expectBitsEqual(got, portable, inputs: inputs, "F32→BF16 random sample at \(level) vs portable")
@@ -412,10 +412,10 @@ struct NarrowFormatConversionTests {
     @Test func f8E4M3MatchesTorchForAll256() throws {
         let tables = try Self.loadTables()
         try #require(tables.F8_E4M3.count == 256)
-        expectBitsEqual(convert(Self.allBytes, f8E4M3ToF32Kernel), tables.F8_E4M3, inputs: Self.allBytes,
+        expectBitsEqual(convertBits(Self.allBytes, f8E4M3ToF32Kernel), tables.F8_E4M3, inputs: Self.allBytes,
                         "F8_E4M3→F32 vs torch \(tables.torch_version)")
         // Spot checks of the format itself: max 448, min subnormal 2^-9, NaN at 0x7F/0xFF only.
-        let values = convert(Self.allBytes, f8E4M3ToF32Kernel).map(Float.init(bitPattern:))
+        let values = convertBits(Self.allBytes, f8E4M3ToF32Kernel).map(Float.init(bitPattern:))
         #expect(values[0x7E] == 448 && values[0xFE] == -448 && values[0x01] == 0x1p-9)
         #expect(values.indices.filter { values[$0].isNaN } == [0x7F, 0xFF])
         #expect(!values.contains { $0.isInfinite })
@@ -424,9 +424,9 @@ struct NarrowFormatConversionTests {
     @Test func f8E5M2MatchesTorchForAll256() throws {
         let tables = try Self.loadTables()
         try #require(tables.F8_E5M2.count == 256)
-        expectBitsEqual(convert(Self.allBytes, f8E5M2ToF32Kernel), tables.F8_E5M2, inputs: Self.allBytes,
+        expectBitsEqual(convertBits(Self.allBytes, f8E5M2ToF32Kernel), tables.F8_E5M2, inputs: Self.allBytes,
                         "F8_E5M2→F32 vs torch \(tables.torch_version)")
-        let values = convert(Self.allBytes, f8E5M2ToF32Kernel).map(Float.init(bitPattern:))
+        let values = convertBits(Self.allBytes, f8E5M2ToF32Kernel).map(Float.init(bitPattern:))
         #expect(values[0x7B] == 57344 && values[0x7C] == .infinity && values[0xFC] == -.infinity)
         #expect(values[0x01] == 0x1p-16)
         #expect(values.indices.filter { values[$0].isNaN } == [0x7D, 0x7E, 0x7F, 0xFD, 0xFE, 0xFF])

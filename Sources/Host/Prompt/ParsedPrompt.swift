@@ -76,6 +76,10 @@ extension A1111Prompt {
     /// Hypernetworks: `<hypernet:NAME[:STRENGTH]>` from the raw arguments (so `name=x` is a name).
     /// Other types become `.other` with a warning (A1111 skips them).
     ///
+    /// Positive prompts only: A1111 reads tags from the prompt (`parse_extra_network_prompts`
+    /// runs on `p.prompts`), never from the negative prompt, whose tags stay in its text and
+    /// are tokenized as words.
+    ///
     /// Throws `PromptTagError` naming the first tag that cannot be read. Where A1111 goes
     /// further than this reading: it fails the whole `lora` group on one bad tag (the host fails
     /// the prompt), and accepts non-finite weights (the host refuses them).

@@ -11,9 +11,9 @@ public enum Activation: String, Sendable {
     case quickGELU
 
     /// The activation of every element of `x` (a new contiguous F32 tensor).
-    public func callAsFunction(_ x: Tensor) -> Tensor {
+    public func callAsFunction(_ x: Tensor, workspace: Workspace? = nil) -> Tensor {
         let input = x.contiguousF32
-        let out = Tensor(uninitialized: x.shape)
+        let out = newTensor(x.shape, workspace)
         let src = UnsafePointer(input.f32Pointer), dst = out.f32Pointer
         withExtendedLifetime(input) {
             Work.ranges(x.count, costPerItem: 8) { r in
@@ -34,11 +34,11 @@ public enum Activation: String, Sendable {
 
 /// diffusers' `GEGLU` after its projection: for `projected` [..., 2·width] (hidden half,
 /// then gate half), hidden · gelu(gate) → [..., width].
-func geglu(_ projected: Tensor) -> Tensor {
+func geglu(_ projected: Tensor, workspace: Workspace? = nil) -> Tensor {
     let input = projected.contiguousF32
     let width = projected.shape[projected.rank - 1] / 2
     let rows = input.count / max(2 * width, 1)
-    let out = Tensor(uninitialized: Array(projected.shape.dropLast()) + [width])
+    let out = newTensor(Array(projected.shape.dropLast()) + [width], workspace)
     let src = UnsafePointer(input.f32Pointer), dst = out.f32Pointer
     NetworkProfiler.measure("geglu") {
         withExtendedLifetime(input) {

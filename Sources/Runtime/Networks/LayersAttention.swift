@@ -88,7 +88,7 @@ public struct Attention {
         precondition(k.shape[0] == batch && v.shape[0] == batch && v.shape[1] == keys && k.shape[2] == q.shape[2],
                      "attention: q \(q.shape), k \(k.shape), v \(v.shape) do not fit")
         let (qc, kc, vc) = (q.contiguousF32, k.contiguousF32, v.contiguousF32)
-        let out = Tensor(uninitialized: [batch, queries, valueWidth])
+        let out = workspace.tensor([batch, queries, valueWidth])
         NetworkProfiler.measure("attention.core", flops: 2 * Double(batch * queries * keys * (q.shape[2] + valueWidth))) {
             withExtendedLifetime((qc, kc, vc)) {
                 Attention.multiHead(q: qc.f32Pointer, k: kc.f32Pointer, v: vc.f32Pointer, out: out.f32Pointer,
@@ -121,6 +121,44 @@ public struct Attention {
         return (k, v)
     }
 
+    /// Head widths up to this use the fused kernel (scores never leave L1/L2); wider heads (the
+    /// VAE's single 512-wide head) use GEMMs, which block the value matrix better.
+    static let fusedHeadLimit = 160
+
+    /// Queries per work item of the fused kernel (a multiple of its 6-row tile).
+    static let fusedBlockRows = 96
+
+    /// The fused path: keys transposed once per (image, head) so the score kernel reads 16
+    /// consecutive keys per vector pair; then per (image, head, block of queries) scores,
+    /// softmax and P·V in one C kernel (CKernels' ah_nn_attention_rows), all cores at once.
+    static func fusedMultiHead(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
+                               out: UnsafeMutablePointer<Float>, batch: Int, queries: Int, keys: Int, heads: Int,
+                               headDim: Int, valueDim: Int, scale: Float, causal: Bool, workspace: Workspace) {
+        let (qStride, vStride) = (heads * headDim, heads * valueDim)
+        let ldkt = (keys + 15) & ~15
+        let transposed = workspace.floats(.keysTransposed, count: batch * heads * headDim * ldkt)
+        Work.parallel(batch * heads, costPerItem: headDim * keys) { bh in
+            let (b, h) = (bh / heads, bh % heads)
+            ah_nn_transpose_keys(k + b * keys * qStride + h * headDim, qStride, keys, headDim,
+                                 transposed + bh * headDim * ldkt, ldkt)
+        }
+        let blockRows = fusedBlockRows, blocks = (queries + blockRows - 1) / blockRows
+        let items = batch * heads * blocks
+        let cost = 2 * min(blockRows, queries) * keys * (headDim + valueDim)
+        let workers = Work.workerCount(items, costPerItem: cost)
+        // Scratch per worker (6 score rows), made before the parallel region.
+        let scratch = (0..<workers).map { workspace.floats(.scores(worker: $0), count: 6 * ldkt) }
+        Work.parallelWorkers(items, costPerItem: cost) { worker, item in
+            let q0 = (item % blocks) * blockRows, rows = min(blockRows, queries - q0)
+            let bh = item / blocks, (b, h) = (bh / heads, bh % heads)
+            ah_nn_attention_rows(q + (b * queries + q0) * qStride + h * headDim, qStride, rows, headDim,
+                                 transposed + bh * headDim * ldkt, ldkt, keys,
+                                 v + b * keys * vStride + h * valueDim, vStride, valueDim,
+                                 out + (b * queries + q0) * vStride + h * valueDim, vStride, scale,
+                                 causal ? q0 : -1, scratch[worker])
+        }
+    }
+
     /// The attention kernel on raw rows: q [B, N, H·d], k [B, M, H·d], v [B, M, H·dv] → out
     /// [B, N, H·dv], all row-major and contiguous.
     static func multiHead(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
@@ -131,6 +169,11 @@ public struct Attention {
         let (qStride, vStride) = (heads * headDim, heads * valueDim)
         if keys == 0 {
             for i in 0..<(batch * queries * vStride) { out[i] = 0 }
+            return
+        }
+        if headDim <= fusedHeadLimit && valueDim <= fusedHeadLimit {
+            fusedMultiHead(q: q, k: k, v: v, out: out, batch: batch, queries: queries, keys: keys, heads: heads,
+                           headDim: headDim, valueDim: valueDim, scale: scale, causal: causal, workspace: workspace)
             return
         }
         let block = max(1, min(queries, scoreBudget / keys))

@@ -66,7 +66,7 @@ public struct Conv2d {
         let up = upsample2x ? 2 : 1
         let (outH, outW) = outputSize(height: height, width: width, upsample: up)
         precondition(outH > 0 && outW > 0, "\(weight.diffusersKey): kernel larger than the padded input \(x.shape)")
-        let out = Tensor(uninitialized: [batch, outChannels, outH, outW])
+        let out = workspace.tensor([batch, outChannels, outH, outW])
         let plane = outH * outW
         if let perImageChannel { precondition(perImageChannel.count == batch * outChannels) }
         let accumulate = try prefillChannels(out.f32Pointer, batch: batch, channels: outChannels, plane: plane,
@@ -135,16 +135,16 @@ public struct Conv2d {
 }
 
 /// Nearest-neighbour 2× upsampling of NCHW F32 (`F.interpolate(scale_factor=2, mode="nearest")`).
-func upsampleNearest2x(_ x: Tensor) -> Tensor {
-    upsampleNearest(x, height: x.shape[2] * 2, width: x.shape[3] * 2)
+func upsampleNearest2x(_ x: Tensor, workspace: Workspace? = nil) -> Tensor {
+    upsampleNearest(x, height: x.shape[2] * 2, width: x.shape[3] * 2, workspace: workspace)
 }
 
 /// Nearest-neighbour resize of NCHW F32 to `height × width`, as torch's `nearest` mode:
 /// source index = floor(dst · in / out) (clamped).
-func upsampleNearest(_ x: Tensor, height: Int, width: Int) -> Tensor {
+func upsampleNearest(_ x: Tensor, height: Int, width: Int, workspace: Workspace? = nil) -> Tensor {
     let input = x.contiguousF32
     let (batch, channels, inH, inW) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
-    let out = Tensor(uninitialized: [batch, channels, height, width])
+    let out = newTensor([batch, channels, height, width], workspace)
     let src = UnsafePointer(input.f32Pointer), dst = out.f32Pointer
     let scaleH = Float(inH) / Float(height), scaleW = Float(inW) / Float(width)
     let columnIndex = (0..<width).map { min(Int((Float($0) * scaleW).rounded(.down)), inW - 1) }

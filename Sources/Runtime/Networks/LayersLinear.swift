@@ -40,7 +40,7 @@ public struct Linear {
                      "\(weight.diffusersKey): input \(x.shape) does not end in \(inFeatures)")
         let input = x.contiguousF32
         let rows = input.count / max(inFeatures, 1)
-        let out = Tensor(uninitialized: Array(x.shape.dropLast()) + [outFeatures])
+        let out = workspace.tensor(Array(x.shape.dropLast()) + [outFeatures])
         let accumulate = try prefillRows(out.f32Pointer, rows: rows, width: outFeatures,
                                          bias: bias?.floats(), residual: residual, shape: out.shape)
         try NetworkProfiler.measure("linear", flops: 2 * Double(rows * inFeatures * outFeatures)) {
@@ -69,7 +69,7 @@ public struct Linear {
         precondition(x.rank == 4 && x.shape[1] == inFeatures, "\(weight.diffusersKey): input \(x.shape) is not [B, \(inFeatures), H, W]")
         let input = x.contiguousF32
         let (batch, plane) = (x.shape[0], x.shape[2] * x.shape[3])
-        let out = Tensor(uninitialized: [batch, plane, outFeatures])
+        let out = workspace.tensor([batch, plane, outFeatures])
         let accumulate = try prefillRows(out.f32Pointer, rows: batch * plane, width: outFeatures,
                                          bias: bias?.floats(), residual: nil, shape: out.shape)
         try NetworkProfiler.measure("linear.proj_in", flops: 2 * Double(batch * plane * inFeatures * outFeatures)) {
@@ -102,7 +102,7 @@ public struct Linear {
                      "\(weight.diffusersKey): input \(x.shape) is not [B, \(plane), \(inFeatures)]")
         let input = x.contiguousF32
         let batch = x.shape[0]
-        let out = Tensor(uninitialized: [batch, outFeatures, height, width])
+        let out = workspace.tensor([batch, outFeatures, height, width])
         let accumulate = try prefillChannels(out.f32Pointer, batch: batch, channels: outFeatures, plane: plane,
                                              bias: bias?.floats(), residual: residual, shape: out.shape)
         try NetworkProfiler.measure("linear.proj_out", flops: 2 * Double(batch * plane * inFeatures * outFeatures)) {

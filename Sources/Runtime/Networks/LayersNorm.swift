@@ -27,15 +27,15 @@ public struct GroupNorm {
     }
 
     /// The normalised `x` [B, C, ...] (then SiLU when `silu`).
-    public func callAsFunction(_ x: Tensor, silu: Bool = false) throws -> Tensor {
+    public func callAsFunction(_ x: Tensor, silu: Bool = false, workspace: Workspace? = nil) throws -> Tensor {
         precondition(x.rank >= 2 && x.shape[1] == channels, "GroupNorm: input \(x.shape) does not have \(channels) channels")
-        return try NetworkProfiler.measure("groupnorm" + (silu ? "+silu" : "")) { try normalize(x, silu: silu) }
+        return try NetworkProfiler.measure("groupnorm" + (silu ? "+silu" : "")) { try normalize(x, silu: silu, workspace: workspace) }
     }
 
-    private func normalize(_ x: Tensor, silu: Bool) throws -> Tensor {
+    private func normalize(_ x: Tensor, silu: Bool, workspace: Workspace?) throws -> Tensor {
         let input = x.contiguousF32
         let batch = x.shape[0], plane = x.shape.dropFirst(2).reduce(1, *)
-        let out = Tensor(uninitialized: x.shape)
+        let out = newTensor(x.shape, workspace)
         let gamma = try weight?.floats(), beta = try bias?.floats()
         let perGroup = channels / groups
         let src = UnsafePointer(input.f32Pointer), dst = out.f32Pointer
@@ -87,15 +87,15 @@ public struct LayerNorm {
     }
 
     /// The normalised `x` [..., width].
-    public func callAsFunction(_ x: Tensor) throws -> Tensor {
+    public func callAsFunction(_ x: Tensor, workspace: Workspace? = nil) throws -> Tensor {
         precondition(x.rank >= 1 && x.shape[x.rank - 1] == width, "LayerNorm: input \(x.shape) does not end in \(width)")
-        return try NetworkProfiler.measure("layernorm") { try normalize(x) }
+        return try NetworkProfiler.measure("layernorm") { try normalize(x, workspace: workspace) }
     }
 
-    private func normalize(_ x: Tensor) throws -> Tensor {
+    private func normalize(_ x: Tensor, workspace: Workspace?) throws -> Tensor {
         let input = x.contiguousF32
         let rows = input.count / max(width, 1)
-        let out = Tensor(uninitialized: x.shape)
+        let out = newTensor(x.shape, workspace)
         let gamma = try weight?.floats(), beta = try bias?.floats()
         let src = UnsafePointer(input.f32Pointer), dst = out.f32Pointer
         let (w, eps) = (width, eps)

@@ -37,8 +37,8 @@ public struct FeedForward {
         let projected = try first(x, hooks: hooks, workspace: workspace)
         let hidden: Tensor
         switch kind {
-        case .geglu: hidden = geglu(projected)
-        case .activation(let f): hidden = f(projected)
+        case .geglu: hidden = geglu(projected, workspace: workspace)
+        case .activation(let f): hidden = f(projected, workspace: workspace)
         }
         return try second(hidden, hooks: hooks, workspace: workspace, adding: residual)
     }
@@ -71,11 +71,11 @@ public struct BasicTransformerBlock {
 
     /// Tokens [B, N, C] over `context` [B, M, C_ctx].
     public func callAsFunction(_ x: Tensor, context: Tensor, hooks: GenerationHooks, workspace: Workspace) throws -> Tensor {
-        var h = try selfAttention(norm1(x), hooks: hooks, workspace: workspace, adding: x)
+        var h = try selfAttention(norm1(x, workspace: workspace), hooks: hooks, workspace: workspace, adding: x)
         if let norm2, let crossAttention {
-            h = try crossAttention(norm2(h), context: context, hooks: hooks, workspace: workspace, adding: h)
+            h = try crossAttention(norm2(h, workspace: workspace), context: context, hooks: hooks, workspace: workspace, adding: h)
         }
-        return try feedForward(norm3(h), hooks: hooks, workspace: workspace, adding: h)
+        return try feedForward(norm3(h, workspace: workspace), hooks: hooks, workspace: workspace, adding: h)
     }
 }
 
@@ -102,7 +102,7 @@ public struct Transformer2D {
     /// x [B, C, H, W] → x + proj_out(blocks(proj_in(norm(x)))).
     public func callAsFunction(_ x: Tensor, context: Tensor, hooks: GenerationHooks, workspace: Workspace) throws -> Tensor {
         let (height, width) = (x.shape[2], x.shape[3])
-        var tokens = try projectIn.forward(channelsFirst: norm(x), hooks: hooks, workspace: workspace)
+        var tokens = try projectIn.forward(channelsFirst: norm(x, workspace: workspace), hooks: hooks, workspace: workspace)
         for block in blocks {
             tokens = try block(tokens, context: context, hooks: hooks, workspace: workspace)
         }

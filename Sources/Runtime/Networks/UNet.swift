@@ -141,7 +141,7 @@ public final class UNet {
             let conditioning = Tensor.concat([added.textEmbeds.contiguousF32, timeEmbeds], axis: 1)
             embedding = try addEmbedding(conditioning, hooks: hooks, workspace: workspace, adding: embedding)
         }
-        let activated = Activation.silu(embedding)
+        let activated = Activation.silu(embedding, workspace: workspace)
 
         var h = try convIn(x, hooks: hooks, workspace: workspace)
         var skips = [h]
@@ -152,7 +152,7 @@ public final class UNet {
         for block in upBlocks {
             h = try block(h, embedding: activated, context: text, skips: &skips, hooks: hooks, workspace: workspace)
         }
-        return try convOut(normOut(h, silu: true), hooks: hooks, workspace: workspace)
+        return try convOut(normOut(h, silu: true, workspace: workspace), hooks: hooks, workspace: workspace)
     }
 
     /// `callAsFunction` with one timestep for the whole batch.

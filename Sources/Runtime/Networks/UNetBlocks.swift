@@ -30,11 +30,29 @@ public struct ResnetBlock2D {
         if let timeProjection, let activatedEmbedding {
             timeTerm = try timeProjection(activatedEmbedding, hooks: hooks, workspace: workspace).floats
         }
-        var h = try conv1(norm1(x, silu: true), hooks: hooks, workspace: workspace, perImageChannel: timeTerm)
-        h = try norm2(h, silu: true)
+        var h = try conv1(norm1(x, silu: true, workspace: workspace), hooks: hooks, workspace: workspace, perImageChannel: timeTerm)
+        h = try norm2(h, silu: true, workspace: workspace)
         let residual = try shortcut.map { try $0(x, hooks: hooks, workspace: workspace) } ?? x
         return try conv2(h, hooks: hooks, workspace: workspace, adding: residual)
     }
+}
+
+/// [a, b] concatenated along channels (NCHW F32, same batch and size).
+func concatChannels(_ a: Tensor, _ b: Tensor, workspace: Workspace) -> Tensor {
+    precondition(a.rank == 4 && b.rank == 4 && a.shape[0] == b.shape[0] && a.shape[2...] == b.shape[2...],
+                 "cannot concatenate \(a.shape) and \(b.shape) by channel")
+    let (x, y) = (a.contiguousF32, b.contiguousF32)
+    let batch = a.shape[0], blockA = x.count / batch, blockB = y.count / batch
+    let out = workspace.tensor([batch, a.shape[1] + b.shape[1], a.shape[2], a.shape[3]])
+    let (pa, pb, po) = (UnsafePointer(x.f32Pointer), UnsafePointer(y.f32Pointer), out.f32Pointer)
+    withExtendedLifetime((x, y)) {
+        Work.parallel(2 * batch, costPerItem: max(blockA, blockB)) { item in
+            let image = item / 2, dst = po + image * (blockA + blockB)
+            if item % 2 == 0 { dst.update(from: pa + image * blockA, count: blockA) }
+            else { (dst + blockA).update(from: pb + image * blockB, count: blockB) }
+        }
+    }
+    return out
 }
 
 /// A level of the UNet's encoder: resnets, each followed by a transformer when the level has
@@ -121,7 +139,7 @@ struct UNetUpBlock {
         var h = x
         for (i, resnet) in resnets.enumerated() {
             let skip = skips.removeLast()
-            let joined = NetworkProfiler.measure("concat") { Tensor.concat([h, skip], axis: 1) }
+            let joined = NetworkProfiler.measure("concat") { concatChannels(h, skip, workspace: workspace) }
             h = try resnet(joined, activatedEmbedding: embedding, hooks: hooks, workspace: workspace)
             if i < attentions.count { h = try attentions[i](h, context: context, hooks: hooks, workspace: workspace) }
         }
@@ -132,7 +150,8 @@ struct UNetUpBlock {
             if target == (h.shape[2] * 2, h.shape[3] * 2) {
                 h = try upsampler(h, hooks: hooks, workspace: workspace, upsample2x: true)
             } else {
-                h = try upsampler(upsampleNearest(h, height: target.0, width: target.1), hooks: hooks, workspace: workspace)
+                h = try upsampler(upsampleNearest(h, height: target.0, width: target.1, workspace: workspace), hooks: hooks,
+                                  workspace: workspace)
             }
         }
         return h

@@ -110,7 +110,7 @@ struct VAEAttention {
 
     func callAsFunction(_ x: Tensor, hooks: GenerationHooks, workspace: Workspace) throws -> Tensor {
         let (height, width) = (x.shape[2], x.shape[3])
-        let normed = try norm(x)
+        let normed = try norm(x, workspace: workspace)
         let q = try attention.query.forward(channelsFirst: normed, hooks: hooks, workspace: workspace)
         let k = try attention.key.forward(channelsFirst: normed, hooks: hooks, workspace: workspace)
         let v = try attention.value.forward(channelsFirst: normed, hooks: hooks, workspace: workspace)
@@ -168,7 +168,7 @@ struct VAEDecoder {
             for resnet in level.resnets { h = try resnet(h, activatedEmbedding: nil, hooks: hooks, workspace: workspace) }
             if let upsampler = level.upsampler { h = try upsampler(h, hooks: hooks, workspace: workspace, upsample2x: true) }
         }
-        return try convOut(normOut(h, silu: true), hooks: hooks, workspace: workspace)
+        return try convOut(normOut(h, silu: true, workspace: workspace), hooks: hooks, workspace: workspace)
     }
 }
 
@@ -205,6 +205,6 @@ struct VAEEncoder {
             if let downsampler = level.downsampler { h = try downsampler(h, hooks: hooks, workspace: workspace) }
         }
         h = try mid(h, hooks: hooks, workspace: workspace)
-        return try convOut(normOut(h, silu: true), hooks: hooks, workspace: workspace)
+        return try convOut(normOut(h, silu: true, workspace: workspace), hooks: hooks, workspace: workspace)
     }
 }

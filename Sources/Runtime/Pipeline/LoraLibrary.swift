@@ -7,7 +7,8 @@ import TorchPickle
 /// (`models/Lora`): every `.safetensors`, `.pt` and `.ckpt` file under the directory,
 /// searched recursively (symbolic links followed), named by its file stem. When two files share
 /// a stem, the last one in walk order wins (A1111's dictionary overwrite; walk order: folders,
-/// then files, in natural sort order) and a warning names both.
+/// then files, in natural sort order) and a warning names both. Unlike A1111, dot files and
+/// dot folders are skipped (macOS `._*` metadata files are not LoRAs).
 public struct LoraLibrary: Sendable {
     /// The directory searched (nil: an empty library).
     public let directory: String?

@@ -78,14 +78,17 @@ public final class StableDiffusionPipeline {
         }
     }
 
-    /// A1111's SD2 v-parameterization probe: UNet(x = 0.5, t = 999, context = 0.5 of 2 tokens),
-    /// v when mean(out − x) < −1.
-    func probeVPrediction() throws -> Bool {
+    /// A1111's SD2 v-parameterization probe: v when `probeMean() < −1`.
+    func probeVPrediction() throws -> Bool { try probeMean() < -1 }
+
+    /// mean(UNet(x, t = 999, context) − x) with x and the 2-token context filled with 0.5
+    /// (`sd_models_config.is_using_v_parameterization_for_sd2`).
+    func probeMean() throws -> Double {
         let x = Tensor(shape: [1, unet.inChannels, 8, 8], values: [Float](repeating: 0.5, count: unet.inChannels * 64))
         let width = max(unet.contextWidth, 1)
         let context = Tensor(shape: [1, 2, width], values: [Float](repeating: 0.5, count: 2 * width))
         let out = try unet(x, timestep: 999, context: context)
-        return (out - x).mean() < -1
+        return (out - x).mean()
     }
 
     /// Images must be a multiple of this many pixels on each side (8 per latent pixel times

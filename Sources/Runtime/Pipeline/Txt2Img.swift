@@ -69,6 +69,9 @@ extension StableDiffusionPipeline {
             }
             hooks = hooks.merged(with: stackHooks)
             for skipped in plan.report.skipped { warnings.append("skipped \(skipped)") }
+            for (adapter, keys) in plan.report.unclaimedKeys {
+                warnings.append("\(adapter): \(keys.count) keys no adapter method understood, e.g. \(keys.prefix(3).joined(separator: ", "))")
+            }
         }
         timings.adapters = lap()
 
@@ -90,10 +93,21 @@ extension StableDiffusionPipeline {
             prompt: parameters.prompt, negativePrompt: parameters.negativePrompt, steps: parameters.steps,
             sampler: parameters.sampler, cfgScale: parameters.cfgScale, seed: parameters.seed,
             width: parameters.width, height: parameters.height, modelHash: try modelHash(), modelName: modelName,
-            clipSkip: family == .sd1 ? parameters.clipSkip : 1, etaNoiseSeedDelta: parameters.etaNoiseSeedDelta,
-            loraHashes: loras.map { (name: $0.tag.name, hash: $0.shortHash) }, version: version)
+            // A1111 records the setting whatever the model (SD2/SDXL ignore it while encoding).
+            clipSkip: parameters.clipSkip, etaNoiseSeedDelta: parameters.etaNoiseSeedDelta,
+            loraHashes: Self.infotextLoraHashes(loras), version: version)
         return GenerationResult(latents: latents, decoded: decoded, image: image, infotext: settings.infotext,
                                 loras: loras, patchReport: report, warnings: warnings, timings: timings)
+    }
+
+    /// "Lora hashes" entries as A1111 builds them: a dictionary keyed by the mentioned name
+    /// without ':' and ',', so a LoRA named twice is listed once, at its first position.
+    static func infotextLoraHashes(_ loras: [LoadedLora]) -> [(name: String, hash: String)] {
+        var seen = Set<String>()
+        return loras.compactMap { lora in
+            let key = lora.tag.name.filter { $0 != ":" && $0 != "," }
+            return seen.insert(key).inserted ? (name: key, hash: lora.shortHash) : nil
+        }
     }
 
     /// Conditioning and sampling only: the final latents [1, C, H/8, W/8] for `prompt` (extra

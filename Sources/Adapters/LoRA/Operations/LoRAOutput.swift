@@ -94,9 +94,20 @@ struct LoRAOutput {
     /// with `r` and `lora_alpha` the most common values, `rank_pattern`/`alpha_pattern` for the
     /// modules that differ (keyed by full module path, matched by PEFT as `(.*\.)?(path)$`),
     /// and `target_modules`.
+    ///
+    /// Text-encoder paths are written without their `text_model.` level in the config (the
+    /// tensor keys keep it): transformers ≥ 5.6 builds `CLIPTextModel` without that level, and
+    /// PEFT matches `target_modules` and patterns as suffixes, so `encoder.layers.0.…` names the
+    /// layer under both layouts while `text_model.encoder.…` would match only the old one
+    /// (measured with transformers 5.24 + diffusers 0.42: tools/check_peft_export.py).
     static func peftMetadata(_ modules: [(component: String, path: String, rank: Int, alpha: Double)]) throws -> String {
         var object: [String: Any] = [:]
-        let byComponent = Dictionary(grouping: modules, by: \.component)
+        let relaxed = modules.map { m -> (component: String, path: String, rank: Int, alpha: Double) in
+            let path = m.component.hasPrefix("text_encoder") && m.path.hasPrefix("text_model.")
+                ? String(m.path.dropFirst("text_model.".count)) : m.path
+            return (m.component, path, m.rank, m.alpha)
+        }
+        let byComponent = Dictionary(grouping: relaxed, by: \.component)
         for (component, list) in byComponent {
             let r = mostCommon(list.map(\.rank))
             let alpha = mostCommon(list.filter { $0.rank == r }.map(\.alpha))
