@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# The main job on the embedded default model: installs what is missing, builds, then
-# inspects the shipped checkpoint and LoRA and merges the LoRA into the checkpoint.
+# The main job on the embedded default model: installs what is missing, builds, generates the
+# same seed with and without the shipped LoRA side by side (out/side-by-side.png), then
+# inspects the checkpoint and the LoRA and merges the LoRA into a new checkpoint.
 set -euo pipefail
 cd "$(dirname "$0")"
 bash scripts/install-deps.sh
 swift build -c release --product adapterhost
 bin=.build/release/adapterhost
 mkdir -p out
+bash scripts/demo-generate.sh "$bin"
 echo "== inspect the default model"
 "$bin" inspect models/default/tiny-sd1.safetensors | head -n 12
 echo "== inspect the default LoRA"
