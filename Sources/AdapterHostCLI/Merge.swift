@@ -43,17 +43,27 @@ struct Merge: ParsableCommand {
         var writer = SafeTensorsWriter(metadata: mergedMetadata(base.metadata, stack: stack))
         writer.inputPaths = [self.base] + stack.map(\.adapter.path)
         let progress = ProgressBar(label: "merging", total: plan.touchedKeys.count, enabled: !quiet)
+        // Patched tensors are computed on a background thread ahead of the writer (bounded), so
+        // computing overlaps writing; each input tensor's pages leave this process's resident
+        // set once written (they stay in the page cache), so memory stays near the working set.
+        let prefetcher = PatchPrefetcher(plan: plan, order: PatchPrefetcher.writerOrder(plan.touchedKeys, base: base),
+                                         budgetBytes: 256 << 20)
+        defer { prefetcher.stop() }
         for info in base.tensorInfos {
             let key = info.name
+            let input = try base.tensor(named: key)
             if plan.touches(key) {
                 writer.add(key, dtype: info.dtype, shape: info.shape) { sink in
-                    // Computed when the writer reaches this tensor: one patched tensor in memory at a time.
-                    let patched = try plan.patchedTensor(for: key)!
+                    let patched = try prefetcher.take(key)
                     try patched.withUnsafeBytes { try sink($0) }
+                    releaseMappedPages(of: input)
                     progress.advance()
                 }
             } else {
-                writer.add(key, tensor: try base.tensor(named: key))
+                writer.add(key, dtype: info.dtype, shape: info.shape) { sink in
+                    try input.withUnsafeBytes { try sink($0) }
+                    releaseMappedPages(of: input)
+                }
             }
         }
         try writer.write(to: out)
@@ -87,6 +97,98 @@ struct Merge: ParsableCommand {
             print("  \(adapter): \(keys.count) keys no method understood, e.g. \(keys.prefix(3).joined(separator: ", "))")
         }
     }
+}
+
+/// Computes a plan's patched tensors on one background thread, in the order the writer will
+/// ask for them, holding at most `budgetBytes` of finished tensors. `take` returns a finished
+/// tensor, waits for one being computed, or computes one the worker has not reached itself —
+/// so a wrong order guess costs overlap, never correctness.
+final class PatchPrefetcher {
+    private let plan: PatchPlan
+    private let order: [String]
+    private let budget: Int
+    private let condition = NSCondition()
+    private var ready: [String: Result<Tensor, Error>] = [:]
+    private var readyBytes = 0
+    private var computing: String?
+    private var claimed = Set<String>()
+    private var next = 0
+    private var stopped = false
+
+    init(plan: PatchPlan, order: [String], budgetBytes: Int) {
+        self.plan = plan
+        self.order = order
+        self.budget = budgetBytes
+        let thread = Thread { [self] in work() }
+        thread.stackSize = 4 << 20
+        thread.start()
+    }
+
+    /// The writer's order for `keys`: the reference layout orders tensors by dtype (F64, F32,
+    /// BF16, F16, … descending), then by name bytes.
+    static func writerOrder(_ keys: [String], base: SafeTensorsFile) -> [String] {
+        let rank: [DType: Int] = [.f64: 4, .f32: 3, .bf16: 2, .f16: 1]
+        return keys.sorted { a, b in
+            let ra = rank[(try? base.info(named: a).dtype) ?? .u8] ?? 0, rb = rank[(try? base.info(named: b).dtype) ?? .u8] ?? 0
+            return ra != rb ? ra > rb : a.utf8.lexicographicallyPrecedes(b.utf8)
+        }
+    }
+
+    private func work() {
+        while true {
+            condition.lock()
+            while !stopped && next < order.count && (claimed.contains(order[next]) || readyBytes >= budget) {
+                if claimed.contains(order[next]) { next += 1 } else { condition.wait() }
+            }
+            guard !stopped, next < order.count else { condition.unlock(); return }
+            let key = order[next]
+            next += 1
+            computing = key
+            condition.unlock()
+            let result = Result { try plan.patchedTensor(for: key)! }
+            condition.lock()
+            computing = nil
+            ready[key] = result
+            readyBytes += (try? result.get().byteCount) ?? 0
+            condition.broadcast()
+            condition.unlock()
+        }
+    }
+
+    /// The patched tensor for `key` (a key the plan touches).
+    func take(_ key: String) throws -> Tensor {
+        condition.lock()
+        while true {
+            if let result = ready.removeValue(forKey: key) {
+                readyBytes -= (try? result.get().byteCount) ?? 0
+                condition.broadcast()
+                condition.unlock()
+                return try result.get()
+            }
+            if computing == key { condition.wait(); continue }
+            claimed.insert(key)
+            condition.unlock()
+            return try plan.patchedTensor(for: key)!
+        }
+    }
+
+    func stop() {
+        condition.lock()
+        stopped = true
+        condition.broadcast()
+        condition.unlock()
+    }
+}
+
+/// Drops a memory-mapped tensor's whole pages from this process's resident set (the page cache
+/// keeps them, and a later read faults them back in). A no-op for owned storage.
+func releaseMappedPages(of tensor: Tensor) {
+    guard tensor.storage.isMapped, tensor.byteCount > 0 else { return }
+    let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+    let start = Int(bitPattern: tensor.baseAddress), end = start + tensor.byteCount
+    let lo = (start + page - 1) / page * page, hi = end / page * page
+    // Only whole pages inside this tensor: neighbours' bytes on a shared page stay mapped.
+    if hi > lo { _ = madvise(UnsafeMutableRawPointer(bitPattern: lo), hi - lo, Int32(MADV_DONTNEED)) }
 }
 
 /// One `--adapter` argument: FILE[:WEIGHT[:UNET_WEIGHT]][:dyn=N]. Parsed from the right so

@@ -87,21 +87,24 @@ static void add_inplace_portable(float *y, const float *x, size_t n) {
     for (size_t i = 0; i < n; i++) y[i] += x[i];
 }
 
-static void transpose_keys_portable(const float *k, size_t ks, size_t m, size_t d, float *kt, size_t ldkt) {
-    // Tiles of 64 keys: their d-wide rows stay in L1 while every output row is written.
-    for (size_t j0 = 0; j0 < m; j0 += 64) {
-        size_t j1 = j0 + 64 < m ? j0 + 64 : m;
-        for (size_t t = 0; t < d; t++) {
-            float *dst = kt + t * ldkt;
-            for (size_t j = j0; j < j1; j++) dst[j] = k[j * ks + t];
+static void pack_keys_portable(const float *k, size_t ks, size_t m, size_t d, float *kt) {
+    size_t panels = (m + 15) / 16;
+    for (size_t p = 0; p < panels; p++) {
+        float *panel = kt + p * d * 16;
+        for (size_t i = 0; i < 16; i++) {
+            size_t j = p * 16 + i;
+            if (j < m) {
+                const float *row = k + j * ks;
+                for (size_t t = 0; t < d; t++) panel[t * 16 + i] = row[t];
+            } else {
+                for (size_t t = 0; t < d; t++) panel[t * 16 + i] = 0;
+            }
         }
     }
-    for (size_t t = 0; t < d; t++)
-        for (size_t j = m; j < ldkt; j++) kt[t * ldkt + j] = 0;
 }
 
 static void attention_rows_portable(const float *q, size_t qs, size_t rows, size_t d,
-                                    const float *kt, size_t ldkt, size_t m,
+                                    const float *kt, size_t m,
                                     const float *v, size_t vs, size_t dv,
                                     float *out, size_t os, float scale, long causal_offset, float *scratch) {
     float *s = scratch;
@@ -109,14 +112,14 @@ static void attention_rows_portable(const float *q, size_t qs, size_t rows, size
         const float *qi = q + i * qs;
         size_t limit = m;
         if (causal_offset >= 0 && (size_t)causal_offset + i + 1 < m) limit = (size_t)causal_offset + i + 1;
-        for (size_t j = 0; j < limit; j++) s[j] = 0;
-        for (size_t t = 0; t < d; t++) {
-            float qt = qi[t];
-            const float *kr = kt + t * ldkt;
-            for (size_t j = 0; j < limit; j++) s[j] += qt * kr[j];
-        }
         float top = -INFINITY;
-        for (size_t j = 0; j < limit; j++) { s[j] *= scale; top = s[j] > top ? s[j] : top; }
+        for (size_t j = 0; j < limit; j++) {
+            const float *panel = kt + (j / 16) * d * 16 + j % 16;
+            float dot = 0;
+            for (size_t t = 0; t < d; t++) dot += qi[t] * panel[t * 16];
+            s[j] = dot * scale;
+            top = s[j] > top ? s[j] : top;
+        }
         float total = 0;
         for (size_t j = 0; j < limit; j++) { s[j] = expf(s[j] - top); total += s[j]; }
         float inv = 1.0f / total;
@@ -346,8 +349,8 @@ AVX2 static void add_inplace_avx2(float *y, const float *x, size_t n) {
     for (; i < n; i++) y[i] += x[i];
 }
 
-AVX2 static void transpose_keys_avx2(const float *k, size_t ks, size_t m, size_t d, float *kt, size_t ldkt) {
-    transpose_keys_portable(k, ks, m, d, kt, ldkt); // memory-bound; the plain loops vectorise enough
+AVX2 static void pack_keys_avx2(const float *k, size_t ks, size_t m, size_t d, float *kt) {
+    pack_keys_portable(k, ks, m, d, kt); // memory-bound; the plain loops do
 }
 
 /// exp(s − max) in place over s[0, limit), zero over [limit, end); returns 1/Σ.
@@ -412,10 +415,11 @@ PV_KERNEL(4)
 PV_KERNEL(5)
 
 AVX2 static void attention_rows_avx2(const float *q, size_t qs, size_t rows, size_t d,
-                                     const float *kt, size_t ldkt, size_t m,
+                                     const float *kt, size_t m,
                                      const float *v, size_t vs, size_t dv,
                                      float *out, size_t os, float scale, long causal_offset, float *scratch) {
     const __m256 sc = _mm256_set1_ps(scale);
+    const size_t ldkt = (m + 15) & ~(size_t)15; // score row stride
     for (size_t r0 = 0; r0 < rows; r0 += 6) {
         size_t R = rows - r0 < 6 ? rows - r0 : 6;
         const float *qr[6];
@@ -431,13 +435,13 @@ AVX2 static void attention_rows_avx2(const float *q, size_t qs, size_t rows, siz
             if (r < R && lim > jmax) jmax = lim;
         }
         size_t jend = (jmax + 15) & ~(size_t)15; // ≤ ldkt: padded keys are zero
-        // Scores: 6 rows × 16 keys per step, d-long dot products in 12 accumulators.
+        // Scores: 6 rows × one 16-key panel per step, d-long dot products in 12 accumulators.
         for (size_t j0 = 0; j0 < jend; j0 += 16) {
             __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00;
             __m256 a30 = a00, a31 = a00, a40 = a00, a41 = a00, a50 = a00, a51 = a00;
-            const float *kp = kt + j0;
+            const float *kp = kt + (j0 / 16) * d * 16;
             for (size_t t = 0; t < d; t++) {
-                __m256 k0 = _mm256_loadu_ps(kp + t * ldkt), k1 = _mm256_loadu_ps(kp + t * ldkt + 8);
+                __m256 k0 = _mm256_loadu_ps(kp + t * 16), k1 = _mm256_loadu_ps(kp + t * 16 + 8);
                 __m256 b;
                 b = _mm256_broadcast_ss(qr[0] + t); a00 = _mm256_fmadd_ps(b, k0, a00); a01 = _mm256_fmadd_ps(b, k1, a01);
                 b = _mm256_broadcast_ss(qr[1] + t); a10 = _mm256_fmadd_ps(b, k0, a10); a11 = _mm256_fmadd_ps(b, k1, a11);
@@ -514,12 +518,12 @@ void ah_nn_layernorm_rows(const float *x, float *y, size_t rows, size_t width,
     DISPATCH(layernorm_rows, x, y, rows, width, gamma, beta, eps);
 }
 void ah_nn_add_inplace(float *y, const float *x, size_t n) { DISPATCH(add_inplace, y, x, n); }
-void ah_nn_transpose_keys(const float *k, size_t ks, size_t m, size_t d, float *kt, size_t ldkt) {
-    DISPATCH(transpose_keys, k, ks, m, d, kt, ldkt);
+void ah_nn_pack_keys(const float *k, size_t ks, size_t m, size_t d, float *kt) {
+    DISPATCH(pack_keys, k, ks, m, d, kt);
 }
 void ah_nn_attention_rows(const float *q, size_t qs, size_t rows, size_t d,
-                          const float *kt, size_t ldkt, size_t m,
+                          const float *kt, size_t m,
                           const float *v, size_t vs, size_t dv,
                           float *out, size_t os, float scale, long causal_offset, float *scratch) {
-    DISPATCH(attention_rows, q, qs, rows, d, kt, ldkt, m, v, vs, dv, out, os, scale, causal_offset, scratch);
+    DISPATCH(attention_rows, q, qs, rows, d, kt, m, v, vs, dv, out, os, scale, causal_offset, scratch);
 }

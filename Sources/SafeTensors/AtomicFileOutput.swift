@@ -21,6 +21,12 @@ final class AtomicFileOutput {
     private let buffer: UnsafeMutableRawPointer
     private let capacity = 1 << 20
     private var buffered = 0
+    /// Bytes written to the file so far, and how far writeback has been started.
+    private var written = 0
+    private var writebackStarted = 0
+    /// Writeback is started every this many bytes (Linux), so the final fsync waits only for
+    /// the tail instead of the whole file (a 2 GB merge spent 2.9 s in its final fsync without).
+    private static let writebackChunk = 64 << 20
 
     /// Creates the temporary file (exclusively, so it never clobbers anything).
     init(destination: String) throws(SafeTensorsError) {
@@ -105,6 +111,16 @@ final class AtomicFileOutput {
             }
             done += n
         }
+        written += count
+        #if os(Linux)
+        if written - writebackStarted >= Self.writebackChunk {
+            // On Linux, POSIX_FADV_DONTNEED starts asynchronous writeback of the range's dirty
+            // pages (WB_SYNC_NONE) and returns. Best effort: a failure only leaves all the work
+            // to fsync, as before.
+            _ = posix_fadvise(fd, off_t(writebackStarted), off_t(written - writebackStarted), POSIX_FADV_DONTNEED)
+            writebackStarted = written
+        }
+        #endif
     }
 
     private func failure(_ operation: String) -> SafeTensorsError {

@@ -46,17 +46,18 @@ void ah_nn_layernorm_rows(const float *x, float *y, size_t rows, size_t width,
 /// y[i] += x[i] over `n` floats.
 void ah_nn_add_inplace(float *y, const float *x, size_t n);
 
-/// Keys transposed for `ah_nn_attention_rows`: kt[t·ldkt + j] = k[j·ks + t] for t < d, j < m,
-/// and 0 for m ≤ j < ldkt (ldkt ≥ m; pad it to a multiple of 16).
-void ah_nn_transpose_keys(const float *k, size_t ks, size_t m, size_t d, float *kt, size_t ldkt);
+/// Keys packed for `ah_nn_attention_rows`: panels of 16 keys, each d × 16 floats,
+/// kt[(p·d + t)·16 + i] = k[(16p + i)·ks + t] (0 past the m keys). Holds ⌈m/16⌉·16·d floats.
+/// The score kernel then reads each panel front to back (no large strides).
+void ah_nn_pack_keys(const float *k, size_t ks, size_t m, size_t d, float *kt);
 
 /// Fused attention for `rows` queries of one head: out[i] = softmax(scale·q[i]·Kᵀ)·V, without
-/// materialising more than 6 score rows. q rows at q + i·qs (d wide); keys transposed in `kt`
-/// (d × ldkt, from ah_nn_transpose_keys); values at v + j·vs (dv wide); out rows at
-/// out + i·os. `causal_offset` ≥ 0 masks keys j > causal_offset + i (−1: no mask).
-/// `scratch` holds ≥ 6·ldkt floats.
+/// materialising more than 6 score rows. q rows at q + i·qs (d wide); keys packed in `kt`
+/// (ah_nn_pack_keys, m keys); values at v + j·vs (dv wide; contiguous rows stream best);
+/// out rows at out + i·os. `causal_offset` ≥ 0 masks keys j > causal_offset + i (−1: no mask).
+/// `scratch` holds ≥ 6·⌈m/16⌉·16 floats.
 void ah_nn_attention_rows(const float *q, size_t qs, size_t rows, size_t d,
-                          const float *kt, size_t ldkt, size_t m,
+                          const float *kt, size_t m,
                           const float *v, size_t vs, size_t dv,
                           float *out, size_t os, float scale, long causal_offset, float *scratch);
 

@@ -128,19 +128,22 @@ public struct Attention {
     /// Queries per work item of the fused kernel (a multiple of its 6-row tile).
     static let fusedBlockRows = 96
 
-    /// The fused path: keys transposed once per (image, head) so the score kernel reads 16
-    /// consecutive keys per vector pair; then per (image, head, block of queries) scores,
-    /// softmax and P·V in one C kernel (CKernels' ah_nn_attention_rows), all cores at once.
+    /// The fused path. Per (image, head), keys are packed once into 16-key panels (the score
+    /// kernel then reads each panel front to back) and values into dense rows (streamed by
+    /// P·V); then per (image, head, block of queries) scores, softmax and P·V run in one C
+    /// kernel (CKernels' ah_nn_attention_rows), on all cores at once.
     static func fusedMultiHead(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
                                out: UnsafeMutablePointer<Float>, batch: Int, queries: Int, keys: Int, heads: Int,
                                headDim: Int, valueDim: Int, scale: Float, causal: Bool, workspace: Workspace) {
         let (qStride, vStride) = (heads * headDim, heads * valueDim)
         let ldkt = (keys + 15) & ~15
-        let transposed = workspace.floats(.keysTransposed, count: batch * heads * headDim * ldkt)
-        Work.parallel(batch * heads, costPerItem: headDim * keys) { bh in
+        let keyPanels = workspace.floats(.packedKeys, count: batch * heads * headDim * ldkt)
+        let values = workspace.floats(.packedValues, count: batch * heads * keys * valueDim)
+        Work.parallel(batch * heads, costPerItem: (headDim + valueDim) * keys) { bh in
             let (b, h) = (bh / heads, bh % heads)
-            ah_nn_transpose_keys(k + b * keys * qStride + h * headDim, qStride, keys, headDim,
-                                 transposed + bh * headDim * ldkt, ldkt)
+            ah_nn_pack_keys(k + b * keys * qStride + h * headDim, qStride, keys, headDim, keyPanels + bh * headDim * ldkt)
+            let source = v + b * keys * vStride + h * valueDim, dense = values + bh * keys * valueDim
+            for j in 0..<keys { (dense + j * valueDim).update(from: source + j * vStride, count: valueDim) }
         }
         let blockRows = fusedBlockRows, blocks = (queries + blockRows - 1) / blockRows
         let items = batch * heads * blocks
@@ -152,8 +155,8 @@ public struct Attention {
             let q0 = (item % blocks) * blockRows, rows = min(blockRows, queries - q0)
             let bh = item / blocks, (b, h) = (bh / heads, bh % heads)
             ah_nn_attention_rows(q + (b * queries + q0) * qStride + h * headDim, qStride, rows, headDim,
-                                 transposed + bh * headDim * ldkt, ldkt, keys,
-                                 v + b * keys * vStride + h * valueDim, vStride, valueDim,
+                                 keyPanels + bh * headDim * ldkt, keys,
+                                 values + bh * keys * valueDim, valueDim, valueDim,
                                  out + (b * queries + q0) * vStride + h * valueDim, vStride, scale,
                                  causal ? q0 : -1, scratch[worker])
         }

@@ -31,9 +31,12 @@ public struct Conv2d {
     public let padding: ConvPadding
     public let inChannels, outChannels, kernelHeight, kernelWidth: Int
 
-    /// Columns (floats) one unfolding block may hold: 16 MiB keeps GEMMs large and the buffer
-    /// in the last-level cache of most machines. (Tests lower it to exercise blocking.)
-    var columnBudget = 1 << 22
+    /// Columns (floats) one unfolding block may hold (a tuning knob; tests lower it to
+    /// exercise blocking): large enough for efficient GEMMs, small enough to stay in the
+    /// last-level cache while OpenBLAS packs it.
+    public var columnBudget = Conv2d.defaultColumnBudget
+    /// The column budget new layers get.
+    nonisolated(unsafe) public static var defaultColumnBudget = 1 << 22
 
     /// The layer at `loader`; padding defaults to "same" for odd kernels (kernel/2).
     public init(_ loader: WeightLoader, stride: Int = 1, padding: ConvPadding? = nil) throws {
@@ -195,6 +198,9 @@ struct Unfold {
                         (dst + first).update(from: src + (first + shift), count: end - first)
                     } else if upsample == 1 {
                         for ow in first..<end { dst[ow] = src[ow * stride + shift] }
+                    } else if upsample == 2 && stride == 1 {
+                        // Logical column ow + shift ≥ 0 reads source column (ow + shift) / 2.
+                        for ow in first..<end { dst[ow] = src[(ow + shift) >> 1] }
                     } else {
                         for ow in first..<end { dst[ow] = src[(ow * stride + shift) / upsample] }
                     }

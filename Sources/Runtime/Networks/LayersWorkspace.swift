@@ -31,7 +31,8 @@ public final class Workspace {
         case weight(depth: Int)
         case columns
         case scores(worker: Int)
-        case keysTransposed
+        case packedKeys
+        case packedValues
         case temporary(Int)
     }
 
