@@ -1,8 +1,10 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CKernels
 import Foundation
 import Host
+import LoRA
 import Runtime
 import Tensor
 
@@ -17,9 +19,10 @@ import Tensor
 //
 // --profile: one more call with NetworkProfiler on; its per-step table goes to stderr.
 //
-// Modes: base (no adapters); bypass (a rank-r LoRA-like adapter on every transformer linear
-// layer and SD1's 1×1 proj_in/proj_out, applied at run time through BypassPatch); merged (the
-// same adapter merged into the weights by PatchEngine first: the call itself is unchanged).
+// Modes: base (no adapters); bypass (a rank-r kohya LoRA, loaded by the LoRA method, on every
+// transformer linear layer and SD1's 1×1 proj_in/proj_out, applied at run time through
+// BypassPatch); merged (the same adapter merged into the weights by PatchEngine first: the
+// call itself is unchanged).
 
 /// SD1.5's UNet tensors (diffusers keys, `unet.` prefix) with their shapes, in model order.
 func sd15UNetShapes() -> [(String, [Int])] {
@@ -110,8 +113,10 @@ func sd15VAEDecoderShapes() -> [(String, [Int])] {
 }
 
 /// Random weights for `shapes` as torch's default init draws them: weights and biases
-/// uniform in ±1/√fan_in, norm scales 1 and shifts 0. Stored as `dtype` (F32 or F16).
+/// uniform in ±1/√fan_in, norm scales 1 and shifts 0. Stored as `dtype` (F32 or F16; F16 is
+/// generated in chunks, so building never holds an F32 copy of a large tensor).
 func randomModel(_ shapes: [(String, [Int])], dtype: DType, family: ModelFamily = .sd1) -> ModelWeights {
+    precondition(dtype == .f32 || dtype == .f16, "random weights are F32 or F16")
     var tensors: [String: Tensor] = [:]
     var fanIn: [String: Int] = [:]
     for (key, shape) in shapes where key.hasSuffix(".weight") && shape.count >= 2 {
@@ -119,72 +124,80 @@ func randomModel(_ shapes: [(String, [Int])], dtype: DType, family: ModelFamily 
     }
     for (index, (key, shape)) in shapes.enumerated() {
         let stem = String(key[..<key.lastIndex(of: ".")!])
-        let t: Tensor
-        if let fan = fanIn[stem] {
-            let bound = 1 / Float(fan).squareRoot()
-            t = Tensor(uninitialized: shape)
-            let seed = UInt64(index + 1)
-            t.withMutableFloats { p in
-                let base = p.baseAddress!
-                Parallel.forChunks(p.count) { r in
-                    var rng = BenchRandom(state: seed &* 0x1000_0000 &+ UInt64(r.lowerBound))
-                    for i in r { base[i] = rng.nextFloat() * bound }
+        let count = shape.reduce(1, *)
+        // GroupNorm/LayerNorm (no fan-in): scale 1, shift 0.
+        let bound: Float? = fanIn[stem].map { 1 / Float($0).squareRoot() }
+        let constant: Float = key.hasSuffix(".weight") ? 1 : 0
+        let t = Tensor(uninitialized: shape, dtype: dtype)
+        let seed = UInt64(index + 1)
+        let base = t.baseAddress
+        Parallel.forChunks(count) { r in
+            var rng = BenchRandom(state: seed &* 0x1000_0000 &+ UInt64(r.lowerBound))
+            var chunk = [Float](repeating: 0, count: min(r.count, 1 << 16))
+            var i = r.lowerBound
+            while i < r.upperBound {
+                let n = min(chunk.count, r.upperBound - i)
+                for j in 0..<n { chunk[j] = bound.map { rng.nextFloat() * $0 } ?? constant }
+                chunk.withUnsafeBufferPointer { c in
+                    if dtype == .f32 {
+                        (base.assumingMemoryBound(to: Float.self) + i).update(from: c.baseAddress!, count: n)
+                    } else {
+                        ah_f32_to_f16(c.baseAddress!, base.assumingMemoryBound(to: UInt16.self) + i, n)
+                    }
                 }
+                i += n
             }
-        } else {
-            // GroupNorm/LayerNorm: scale 1, shift 0.
-            t = key.hasSuffix(".weight") ? Tensor(shape: shape, values: [Float](repeating: 1, count: shape.reduce(1, *)))
-                                         : Tensor(zeros: shape)
         }
-        tensors[key] = dtype == .f32 ? t : t.to(dtype)
+        tensors[key] = t
     }
     return ModelWeights(path: "<random SD1.5>", keys: shapes.map(\.0), tensors: tensors, naming: .diffusers, family: family)
 }
 
-/// A LoRA-like bypass module: ΔW = scale·U·D (rank r), with LoRA's forward form.
+/// A LoRA-like module built in memory (ΔW = up·down, LoRA's forward form), for suites that
+/// want a bypass adapter without a file (TextEncoderSuite uses it).
 final class BenchLoRAModule: LinearAdapterModule {
     let name: String
     let moduleType = "lora"
     let down: Tensor // [r, in]
     let up: Tensor   // [out, r]
-    let scale: Double
 
     init(name: String, outFeatures: Int, inFeatures: Int, rank: Int, seed: UInt64) {
         self.name = name
         var rng = BenchRandom(state: seed)
         down = Tensor(shape: [rank, inFeatures], values: (0..<(rank * inFeatures)).map { _ in rng.nextFloat() * 0.05 })
         up = Tensor(shape: [outFeatures, rank], values: (0..<(outFeatures * rank)).map { _ in rng.nextFloat() * 0.05 })
-        scale = 1
     }
 
     var rank: Int? { down.shape[0] }
 
-    func unitDelta(dynRank: Int?) throws -> ModuleDelta { ModuleDelta(weight: up.matmul(down).scaled(by: scale)) }
+    func unitDelta(dynRank: Int?) throws -> ModuleDelta { ModuleDelta(weight: up.matmul(down)) }
 
     func forwardTerm(input x: Tensor, layer: LayerKind, options: DeltaOptions) throws -> Tensor? {
-        let factor = scale * Double(options.strength)
-        switch layer {
-        case .linear:
-            return x.matmul(down.transposed()).matmul(up.transposed()).scaled(by: factor)
-        case .conv2d(stride: 1, padding: 0):
-            let (r, o) = (down.shape[0], up.shape[0])
-            return x.conv2d(weight: down.reshaped([r, down.shape[1], 1, 1]))
-                .conv2d(weight: up.reshaped([o, r, 1, 1])).scaled(by: factor)
-        default:
-            return nil
-        }
+        guard case .linear = layer else { return nil }
+        return x.matmul(down.transposed()).scaled(by: Double(options.strength)).matmul(up.transposed())
     }
 }
 
-/// A rank-`rank` adapter on every transformer linear layer (kohya's default LoRA targets).
-func benchLoRA(for model: ModelWeights, rank: Int) -> Adapter {
-    var modules: [any AdapterModule] = []
+/// A kohya-format rank-`rank` LoRA on every transformer linear layer (kohya's default UNet
+/// targets: attention q/k/v/out, feed-forward, and SD1's 1×1 proj_in/proj_out), loaded by the
+/// real LoRA method from an in-memory file, so bypass mode runs LoRA's own forward terms.
+func benchLoRA(for model: ModelWeights, rank: Int) throws -> Adapter {
+    var tensors: [(String, Tensor)] = []
     for (i, key) in model.keys.enumerated() where key.hasSuffix(".weight") && key.contains(".attentions.") {
         guard let shape = model.tensor(key)?.shape, shape.count == 2 || (shape.count == 4 && shape[2] == 1) else { continue }
-        modules.append(BenchLoRAModule(name: String(key.dropLast(".weight".count)), outFeatures: shape[0],
-                                       inFeatures: shape[1], rank: rank, seed: UInt64(i + 1)))
+        let stem = "lora_unet_" + key.dropFirst("unet.".count).dropLast(".weight".count).replacingOccurrences(of: ".", with: "_")
+        let conv = shape.count == 4
+        var rng = BenchRandom(state: UInt64(i + 1))
+        let down = Tensor(shape: conv ? [rank, shape[1], 1, 1] : [rank, shape[1]],
+                          values: (0..<(rank * shape[1])).map { _ in rng.nextFloat() * 0.05 })
+        let up = Tensor(shape: conv ? [shape[0], rank, 1, 1] : [shape[0], rank],
+                        values: (0..<(rank * shape[0])).map { _ in rng.nextFloat() * 0.05 })
+        tensors += [("\(stem).lora_down.weight", down), ("\(stem).lora_up.weight", up),
+                    ("\(stem).alpha", Tensor(scalar: Float(rank)))]
     }
-    return Adapter(path: "<bench lora>", methodIDs: ["lora"], format: "bench", baseModel: .sd1, metadata: [:], modules: modules)
+    let source = InMemoryTensorSource(path: "<bench lora rank \(rank)>", tensors: tensors)
+    let method = LoRAFamilyMethod(.lora)
+    return try method.load(claims: method.claim(keys: source.keys, metadata: [:]), from: source)
 }
 
 /// Peak resident memory of this process so far, in MiB.
@@ -262,10 +275,12 @@ func runUNetSuite(arguments: [String]) throws -> [Measurement] {
                                    note: String(format: "%.2f× the weights (%d MiB), workspace %d MiB", peakRSSMiB() / Double(weightBytes >> 20),
                                                 weightBytes >> 20, unet.workspace.byteCount >> 20)))
     }
-    let adapter = benchLoRA(for: model, rank: rank)
+    let adapter = try benchLoRA(for: model, rank: rank)
     let plan = try PatchPlan(model: model, stack: [AdapterApplication(adapter: adapter, weight: 1)])
     if modes.contains("bypass") {
-        try measure(tag + "_bypass_lora\(rank)", GenerationHooks(bypass: BypassPatch(plan: plan)),
+        let bypass = GenerationHooks(bypass: BypassPatch(plan: plan))
+        try profileIfAsked(arguments) { blackHole(try unet(sample, timestep: 500, context: context, hooks: bypass)) }
+        try measure(tag + "_bypass_lora\(rank)", bypass,
                     "rank-\(rank) LoRA on \(adapter.modules.count) layers in bypass mode")
     }
     if modes.contains("merged") {

@@ -29,6 +29,7 @@ public final class Storage: @unchecked Sendable {
         guard posix_memalign(&raw, 64, size) == 0, let raw else {
             fatalError("out of memory allocating \(byteCount) bytes")
         }
+        adviseHugePages(raw, byteCount: size) // before the first write (Convert.swift says why)
         memset(raw, 0, size)
         self.bytes = raw
         self.byteCount = byteCount
@@ -43,6 +44,9 @@ public final class Storage: @unchecked Sendable {
         guard posix_memalign(&raw, 64, max(byteCount, 1)) == 0, let raw else {
             fatalError("out of memory allocating \(byteCount) bytes")
         }
+        // Large fresh outputs (matmul results, adapter terms) fault once per 2 MiB instead of
+        // per 4 KiB on first touch (Convert.swift's adviseHugePages: ≥ 4 MiB, madvise only).
+        adviseHugePages(raw, byteCount: byteCount)
         self.bytes = raw
         self.byteCount = byteCount
         self.isWritable = true

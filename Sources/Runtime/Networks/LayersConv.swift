@@ -100,10 +100,8 @@ public struct Conv2d {
                 seen = seen.padded([(0, 0), (0, 0), (padding.top, padding.bottom), (padding.left, padding.right)])
                 layerPadding = 0
             }
-            if let t = try bypass.contribution(for: weight.modelKey, input: seen,
-                                               layer: .conv2d(stride: stride, padding: layerPadding)) {
-                addInPlace(out, t)
-            }
+            try addBypassTerm(bypass, key: weight.modelKey, input: seen,
+                              layer: .conv2d(stride: stride, padding: layerPadding), into: out)
         }
         return out
     }

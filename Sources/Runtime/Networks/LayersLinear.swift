@@ -36,11 +36,20 @@ public struct Linear {
     /// y = x·Wᵀ + b (+ `residual`, same shape as y) for `x` of shape [..., in].
     public func callAsFunction(_ x: Tensor, hooks: GenerationHooks = .none, workspace: Workspace,
                                adding residual: Tensor? = nil) throws -> Tensor {
+        let out = workspace.tensor(Array(x.shape.dropLast()) + [outFeatures])
+        try forward(x, into: out, hooks: hooks, workspace: workspace, adding: residual)
+        return out
+    }
+
+    /// `callAsFunction` writing into `out` (contiguous F32 of the output's shape; may be a
+    /// view of rows of a larger tensor).
+    func forward(_ x: Tensor, into out: Tensor, hooks: GenerationHooks, workspace: Workspace,
+                 adding residual: Tensor? = nil) throws {
         precondition(x.rank >= 1 && x.shape[x.rank - 1] == inFeatures,
                      "\(weight.diffusersKey): input \(x.shape) does not end in \(inFeatures)")
         let input = x.contiguousF32
         let rows = input.count / max(inFeatures, 1)
-        let out = workspace.tensor(Array(x.shape.dropLast()) + [outFeatures])
+        precondition(out.count == rows * outFeatures, "\(weight.diffusersKey): output \(out.shape) for \(rows) rows")
         let accumulate = try prefillRows(out.f32Pointer, rows: rows, width: outFeatures,
                                          bias: bias?.floats(), residual: residual, shape: out.shape)
         try NetworkProfiler.measure("linear", flops: 2 * Double(rows * inFeatures * outFeatures)) {
@@ -50,18 +59,16 @@ public struct Linear {
             }
         }
         if let bypass = hooks.bypass(for: weight.modelKey) {
-            let term: Tensor
             if case .linear = layerKind {
-                term = try bypass.contribution(for: weight.modelKey, input: input, layer: .linear) ?? Tensor(zeros: out.shape)
+                try addBypassTerm(bypass, key: weight.modelKey, input: input, layer: .linear, into: out)
             } else {
                 // Rows as the pixels of one image [1, in, rows, 1] (a 1×1 conv is pointwise).
                 let image = input.reshaped([1, rows, inFeatures]).permuted([0, 2, 1]).unsqueezed(3)
-                let t = try bypass.contribution(for: weight.modelKey, input: image, layer: layerKind)
-                term = t.map { $0.reshaped([outFeatures, rows]).transposed(0, 1) } ?? Tensor(zeros: [rows, outFeatures])
+                try addBypassTerm(bypass, key: weight.modelKey, input: image, layer: layerKind, into: out) {
+                    $0.reshaped([outFeatures, rows]).transposed(0, 1)
+                }
             }
-            addInPlace(out, term)
         }
-        return out
     }
 
     /// Tokens [B, H·W, out] from a channels-first image [B, in, H, W] (`transformer proj_in`).
@@ -85,9 +92,11 @@ public struct Linear {
         if let bypass = hooks.bypass(for: weight.modelKey) {
             if case .linear = layerKind {
                 let tokens = input.reshaped([batch, inFeatures, plane]).permuted([0, 2, 1])
-                if let t = try bypass.contribution(for: weight.modelKey, input: tokens, layer: .linear) { addInPlace(out, t) }
-            } else if let t = try bypass.contribution(for: weight.modelKey, input: input, layer: layerKind) {
-                addInPlace(out, t.reshaped([batch, outFeatures, plane]).permuted([0, 2, 1]))
+                try addBypassTerm(bypass, key: weight.modelKey, input: tokens, layer: .linear, into: out)
+            } else {
+                try addBypassTerm(bypass, key: weight.modelKey, input: input, layer: layerKind, into: out) {
+                    $0.reshaped([batch, outFeatures, plane]).permuted([0, 2, 1])
+                }
             }
         }
         return out
@@ -111,12 +120,12 @@ public struct Linear {
         }
         if let bypass = hooks.bypass(for: weight.modelKey) {
             if case .linear = layerKind {
-                if let t = try bypass.contribution(for: weight.modelKey, input: input, layer: .linear) {
-                    addInPlace(out, t.reshaped([batch, plane, outFeatures]).permuted([0, 2, 1]).reshaped(out.shape))
+                try addBypassTerm(bypass, key: weight.modelKey, input: input, layer: .linear, into: out) {
+                    $0.reshaped([batch, plane, outFeatures]).permuted([0, 2, 1])
                 }
             } else {
                 let image = input.reshaped([batch, height, width, inFeatures]).permuted([0, 3, 1, 2])
-                if let t = try bypass.contribution(for: weight.modelKey, input: image, layer: layerKind) { addInPlace(out, t) }
+                try addBypassTerm(bypass, key: weight.modelKey, input: image, layer: layerKind, into: out)
             }
         }
         return out
@@ -136,6 +145,15 @@ public struct Linear {
 }
 
 // MARK: - Output initialisation and accumulation
+
+/// Asks `bypass` for a layer's contribution (input as the adapters see the layer) and adds it
+/// to `out`, after `arrange` maps the contribution's layout onto out's.
+func addBypassTerm(_ bypass: BypassPatch, key: String, input: Tensor, layer: LayerKind, into out: Tensor,
+                   arrange: (Tensor) -> Tensor = { $0 }) throws {
+    let term = try NetworkProfiler.measure("bypass.term") { try bypass.contribution(for: key, input: input, layer: layer) }
+    guard let term else { return }
+    NetworkProfiler.measure("bypass.add") { addInPlace(out, arrange(term)) }
+}
 
 /// Writes bias (per column) plus `residual` (same shape) into `rows × width` row-major `out`,
 /// so that a following GEMM with beta = 1 adds its product. False (nothing written) when

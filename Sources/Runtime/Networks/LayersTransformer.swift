@@ -31,16 +31,34 @@ public struct FeedForward {
                   kind: first.outFeatures == 2 * second.inFeatures ? .geglu : .activation(.gelu))
     }
 
-    /// second(act(first(x))) (+ `residual`).
+    /// Rows per block: the projected block stays near 8 MiB (SD1's 64×64 level would otherwise
+    /// hold an 84 MB projection and a 42 MB activation at once), GEMMs stay large.
+    static let blockFloats = 1 << 21
+
+    /// second(act(first(x))) (+ `residual`), in blocks of rows (every step is row-wise, bypass
+    /// terms included).
     public func callAsFunction(_ x: Tensor, hooks: GenerationHooks = .none, workspace: Workspace,
                                adding residual: Tensor? = nil) throws -> Tensor {
-        let projected = try first(x, hooks: hooks, workspace: workspace)
-        let hidden: Tensor
-        switch kind {
-        case .geglu: hidden = geglu(projected, workspace: workspace)
-        case .activation(let f): hidden = f(projected, workspace: workspace)
+        let input = x.contiguousF32
+        let rows = input.count / max(first.inFeatures, 1)
+        let out = workspace.tensor(Array(x.shape.dropLast()) + [second.outFeatures])
+        let flatInput = input.reshaped([rows, first.inFeatures]), flatOut = out.reshaped([rows, second.outFeatures])
+        let flatResidual = residual.map { $0.contiguousF32.reshaped([rows, second.outFeatures]) }
+        let block = max(64, FeedForward.blockFloats / max(first.outFeatures, 1) / 64 * 64)
+        var r0 = 0
+        while r0 < rows {
+            let r1 = min(rows, r0 + block)
+            let projected = try first(flatInput.sliced(axis: 0, r0..<r1), hooks: hooks, workspace: workspace)
+            let hidden: Tensor
+            switch kind {
+            case .geglu: hidden = geglu(projected, workspace: workspace)
+            case .activation(let f): hidden = f(projected, workspace: workspace)
+            }
+            try second.forward(hidden, into: flatOut.sliced(axis: 0, r0..<r1), hooks: hooks, workspace: workspace,
+                               adding: flatResidual?.sliced(axis: 0, r0..<r1))
+            r0 = r1
         }
-        return try second(hidden, hooks: hooks, workspace: workspace, adding: residual)
+        return out
     }
 }
 

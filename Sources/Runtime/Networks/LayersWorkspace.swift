@@ -5,6 +5,7 @@ import Darwin
 #endif
 import CKernels
 import Dispatch
+import Foundation
 import Tensor
 
 /// Memory a network reuses across layers and calls, so that after the first call it neither
@@ -17,8 +18,12 @@ import Tensor
 ///   sole reference), else allocates one and keeps it for later.
 ///
 /// The pool keeps up to the peak of activations alive between calls (`releaseAll()` returns
-/// everything). One forward pass at a time per workspace.
-public final class Workspace {
+/// everything). One forward pass at a time per workspace: networks run each public call inside
+/// `exclusive`, so a model shared between threads serialises its calls instead of two passes
+/// handing each other's activations out of one pool.
+public final class Workspace: @unchecked Sendable {
+    /// Held for a whole forward pass (recursive: a public call may call another).
+    private let passLock = NSRecursiveLock()
     private var buffers: [Slot: (pointer: UnsafeMutableRawPointer, bytes: Int)] = [:]
     /// Nesting depth of `withF32` scopes: each depth widens into its own buffer.
     private var weightDepth = 0
@@ -47,6 +52,13 @@ public final class Workspace {
         for (_, b) in buffers { free(b.pointer) }
     }
 
+    /// Runs `body` (one forward pass) with this workspace to itself.
+    public func exclusive<T>(_ body: () throws -> T) rethrows -> T {
+        passLock.lock()
+        defer { passLock.unlock() }
+        return try body()
+    }
+
     /// Bytes held in scratch buffers and pooled storages (for memory reports).
     public var byteCount: Int { buffers.values.reduce(0) { $0 + $1.bytes } + pool.reduce(0) { $0 + $1.byteCount } }
 
@@ -63,7 +75,7 @@ public final class Workspace {
     func tensor(_ shape: [Int]) -> Tensor {
         let bytes = shape.reduce(1, *) * MemoryLayout<Float>.stride
         var best: Int? = nil
-        for i in pool.indices where pool[i].byteCount >= bytes && pool[i].byteCount - bytes <= bytes / 8 {
+        for i in pool.indices where pool[i].byteCount >= bytes && pool[i].byteCount - bytes <= bytes {
             // Unique: no tensor (or view) refers to this storage any more.
             if isKnownUniquelyReferenced(&pool[i]), best.map({ pool[i].byteCount < pool[$0].byteCount }) ?? true {
                 best = i

@@ -131,29 +131,31 @@ public final class TextEncoder {
             }
         }
 
-        var h = try embed(tokens, injections: injections)
-        // hidden_states[i] is the output after i blocks; [-n] is index layerCount + 1 - n.
-        let wanted = c.layerCount + 1 - layer.fromEnd
-        let needed = pooledPositions == nil ? wanted : c.layerCount
-        var selected = wanted == 0 ? h : nil
-        for index in 0..<needed {
-            h = try blocks[index](h, hooks: hooks, workspace: workspace)
-            if index + 1 == wanted { selected = h }
+        return try workspace.exclusive {
+            var h = try embed(tokens, injections: injections)
+            // hidden_states[i] is the output after i blocks; [-n] is index layerCount + 1 - n.
+            let wanted = c.layerCount + 1 - layer.fromEnd
+            let needed = pooledPositions == nil ? wanted : c.layerCount
+            var selected = wanted == 0 ? h : nil
+            for index in 0..<needed {
+                h = try blocks[index](h, hooks: hooks, workspace: workspace)
+                if index + 1 == wanted { selected = h }
+            }
+            var hidden = selected!
+            var finalNormed: Tensor?
+            if layer.appliesFinalNorm {
+                hidden = try finalNorm(hidden)
+                if wanted == c.layerCount { finalNormed = hidden }
+            }
+            var output = TextEncoderOutput(hidden: hidden, pooled: nil, projected: nil)
+            if let pooledPositions {
+                let last = try finalNormed ?? finalNorm(h)
+                let pooled = Self.gatherRows(last, positions: pooledPositions)
+                output.pooled = pooled
+                output.projected = try projection.map { try $0(pooled, hooks: hooks, workspace: workspace) }
+            }
+            return output
         }
-        var hidden = selected!
-        var finalNormed: Tensor?
-        if layer.appliesFinalNorm {
-            hidden = try finalNorm(hidden)
-            if wanted == c.layerCount { finalNormed = hidden }
-        }
-        var output = TextEncoderOutput(hidden: hidden, pooled: nil, projected: nil)
-        if let pooledPositions {
-            let last = try finalNormed ?? finalNorm(h)
-            let pooled = Self.gatherRows(last, positions: pooledPositions)
-            output.pooled = pooled
-            output.projected = try projection.map { try $0(pooled, hooks: hooks, workspace: workspace) }
-        }
-        return output
     }
 
     /// Token embeddings (with injected vectors) plus position embeddings, [B, T, W] F32.

@@ -34,7 +34,7 @@ public enum UNetError: Error, CustomStringConvertible, Equatable {
 /// not say (head counts, norm groups, prediction type). Nothing of the model is copied: F32
 /// weights are used in place, F16/BF16 ones widened per layer into one reused buffer, so
 /// merged-mode patches are seen by the next call and memory stays at the weights plus
-/// activations. Not thread-safe: one call at a time (the workspace is shared).
+/// activations. Calls from several threads are serialised (the workspace is shared).
 public final class UNet {
     public let weights: ModelWeights
     public let config: UNetConfig
@@ -115,6 +115,12 @@ public final class UNet {
     /// fine), conditioned on `context` [B, M, contextWidth]; SDXL models also need `added`.
     public func callAsFunction(_ sample: Tensor, timesteps: [Float], context: Tensor,
                                added: SDXLConditioning? = nil, hooks: GenerationHooks = .none) throws -> Tensor {
+        try workspace.exclusive { try evaluate(sample, timesteps: timesteps, context: context, added: added, hooks: hooks) }
+    }
+
+    /// `callAsFunction`'s body, run with the workspace held.
+    private func evaluate(_ sample: Tensor, timesteps: [Float], context: Tensor,
+                          added: SDXLConditioning?, hooks: GenerationHooks) throws -> Tensor {
         guard sample.rank == 4, sample.shape[1] == inChannels else {
             throw UNetError.badInput("sample \(sample.shape) is not [B, \(inChannels), H, W]")
         }

@@ -79,16 +79,20 @@ public final class AutoencoderKL {
 
     /// The decoder on the VAE's own latents (post_quant_conv, then the decoder).
     public func decodeUnscaled(_ z: Tensor, hooks: GenerationHooks = .none) throws -> Tensor {
-        var h = z.contiguousF32
-        if let postQuantConv { h = try postQuantConv(h, hooks: hooks, workspace: workspace) }
-        return try decoder(h, hooks: hooks, workspace: workspace)
+        try workspace.exclusive {
+            var h = z.contiguousF32
+            if let postQuantConv { h = try postQuantConv(h, hooks: hooks, workspace: workspace) }
+            return try decoder(h, hooks: hooks, workspace: workspace)
+        }
     }
 
     /// The latent distribution of images [B, 3, H, W] in [−1, 1] (H, W multiples of 8).
     public func encode(_ image: Tensor, hooks: GenerationHooks = .none) throws -> LatentDistribution {
         guard let encoder else { throw WeightLoaderError.missingComponent(model: weights.path, component: "VAE encoder") }
-        var moments = try encoder(image.contiguousF32, hooks: hooks, workspace: workspace)
-        if let quantConv { moments = try quantConv(moments, hooks: hooks, workspace: workspace) }
+        let moments = try workspace.exclusive {
+            let m = try encoder(image.contiguousF32, hooks: hooks, workspace: workspace)
+            return try quantConv.map { try $0(m, hooks: hooks, workspace: workspace) } ?? m
+        }
         let half = moments.shape[1] / 2
         return LatentDistribution(mean: moments.sliced(axis: 1, 0..<half).contiguous(),
                                   logVariance: moments.sliced(axis: 1, half..<2 * half).clamped(min: -30, max: 20))
