@@ -73,9 +73,7 @@ let package = Package(
         ),
         .testTarget(
             // LoRA: the patch-engine tests apply real LoRA/DoRA modules (and read LoRATests' fixtures).
-            // Runtime: only PromptRuntimeEquivalenceTests (Host's tag parser vs Runtime's stripExtraNetworkTags);
-            // drop it with that file once Runtime's copy is gone.
-            name: "HostTests", dependencies: ["Host", "LoRA", "Runtime"], path: "Tests/HostTests",
+            name: "HostTests", dependencies: ["Host", "LoRA"], path: "Tests/HostTests",
             // BadPlugins/*.c are compiled by the plugin tests at run time, not by SwiftPM.
             exclude: ["BadPlugins"],
             resources: [.copy("Fixtures")]
@@ -110,7 +108,11 @@ let package = Package(
             path: "Tests/DreamBoothTests", resources: [.copy("Fixtures")]
         ),
         .testTarget(
-            name: "AdapterHostCLITests", dependencies: ["SafeTensors"], path: "Tests/AdapterHostCLITests"
+            // Runtime, Host, TorchPickle: the generate tests compare the binary's latents with the
+            // same generation run in process with hand-made hooks (embedding vectors, a naive
+            // hypernetwork transform built from the file's weights).
+            name: "AdapterHostCLITests", dependencies: ["SafeTensors", "Tensor", "Runtime", "Host", "TorchPickle"],
+            path: "Tests/AdapterHostCLITests"
         ),
     ],
     // Swift 5 mode: the tensor core shares raw buffers across DispatchQueue.concurrentPerform

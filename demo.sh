@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job on the embedded default model: installs what is missing, builds, generates the
-# same seed with and without the shipped LoRA side by side (out/side-by-side.png), then
-# inspects the checkpoint and the LoRA and merges the LoRA into a new checkpoint.
+# same seed with no adapter, a LoRA, an embedding, a hypernetwork and a DreamBooth difference
+# side by side (out/side-by-side.png), then inspects the checkpoint and the LoRA and merges
+# the LoRA into a new checkpoint.
 set -euo pipefail
 cd "$(dirname "$0")"
 bash scripts/install-deps.sh

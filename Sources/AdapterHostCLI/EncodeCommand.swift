@@ -14,21 +14,24 @@ struct Encode: ParsableCommand {
         Writes F32 tensors: cond and uncond [chunks·77, width] (SD1 768, SD2 1024, SDXL 2048 = \
         CLIP-L then bigG), and for SDXL pooled and uncond_pooled [1280]. Emphasis ((word:1.2), \
         [word]), BREAK, 75-token chunks and textual-inversion names work as in A1111. \
-        <lora:NAME:TE[:UNET][:dyn=N]> and <lyco:…> tags are taken out of both prompts; NAME is \
-        looked up in --lora-dir (NAME.safetensors, .pt, .ckpt, searched recursively) and applied to \
-        the text encoders at weight TE, in bypass mode (the checkpoint is only read). Embeddings: \
-        every file of --embeddings-dir, used by file name. Clip skip applies to SD1 only (A1111 \
+        Extra-network tags are read from the prompt by A1111's rules and taken out of it (the \
+        negative prompt is encoded as written: A1111 activates networks from the prompt only): <lora:NAME:TE[:UNET][:dyn=N]> and \
+        <lyco:…> find NAME in the LoRA folders (--lora-dir or MODELS_DIR/Lora and LyCORIS; \
+        .safetensors, .pt, .ckpt, searched recursively) and apply it to the text encoders at weight \
+        TE, in bypass mode (the checkpoint is only read); <hypernet:NAME:W> is checked to exist but \
+        changes only the UNet. An unknown name is an error listing the closest names. Embeddings: \
+        every file of the embeddings folder, used by file name. Clip skip applies to SD1 only (A1111 \
         ignores it for SD2 and SDXL). By default the shorter of cond/uncond is padded with the \
         empty prompt's conditioning (A1111's "pad prompt/negative prompt to be same length"); on \
         SDXL an empty negative prompt gives zeros.
         """
     )
 
-    @Option(help: "The checkpoint (.safetensors single file or diffusers folder).") var model: String
+    @Option(help: "The checkpoint (.safetensors single file, diffusers folder, or a name in MODELS_DIR/Stable-diffusion).")
+    var model: String
     @Option(help: "The prompt.") var prompt: String
     @Option(help: "The negative prompt.") var negative: String = ""
-    @Option(help: "Where <lora:NAME:…> tags find NAME.") var loraDir: String?
-    @Option(help: "Textual-inversion embeddings to load (every file; prompt name = file name).") var embeddingsDir: String?
+    @OptionGroup var folders: ModelFolderOptions
     @Option(name: .customLong("adapter"), help: "Also apply FILE[:TE_WEIGHT] to the text encoders (repeatable).")
     var adapters: [String] = []
     @Option(help: "Clip skip (A1111's CLIP_stop_at_last_layers; SD1 only).") var clipSkip: Int = 1
@@ -46,20 +49,21 @@ struct Encode: ParsableCommand {
             throw ValidationError("--emphasis must be one of \(EmphasisMode.allCases.map(\.rawValue))")
         }
         guard clipSkip >= 1 else { throw ValidationError("--clip-skip must be ≥ 1") }
-        let (registry, failures) = makeRegistry(pluginDir: pluginDir ?? defaultPluginDir(besideFile: model))
+        let models = try folders.directory()
+        let modelPath = try folders.resolveModel(model, in: models)
+        let (registry, failures) = makeRegistry(pluginDir: pluginDir ?? defaultPluginDir(besideFile: modelPath))
         reportPluginFailures(failures)
-        let weights = try ModelWeights.load(path: model)
+        let weights = try ModelWeights.load(path: modelPath)
 
-        let (positiveText, positiveTags) = stripExtraNetworkTags(prompt)
-        let (negativeText, negativeTags) = stripExtraNetworkTags(negative)
-        var stack: [AdapterApplication] = []
-        for tag in positiveTags + negativeTags {
-            switch tag.name {
-            case "lora", "lyco":
-                stack.append(try loraApplication(tag, registry: registry))
-            default:
-                printWarning("<\(tag.name):\(tag.arguments.joined(separator: ":"))> does not change the text encoders; ignored")
-            }
+        // Networks come from the prompt only; the negative prompt is encoded as written (A1111).
+        let parsed = try A1111Prompt.parse(prompt)
+        for warning in parsed.warnings { printWarning(warning.description) }
+        let positiveText = parsed.text
+        let negativeText = negative
+        let context = AdapterContext(registry: registry, models: models)
+        var stack = try context.loadLoras(parsed.lorasInA1111Order).map(\.application)
+        for hypernetwork in try context.loadHypernetworks(parsed.hypernetworks) {
+            printWarning("<hypernet:\(hypernetwork.name):\(hypernetwork.strength)> changes the UNet's cross-attention, not the text encoders; not part of this output")
         }
         for spec in adapters {
             let parsed = try AdapterSpec(parsing: spec)
@@ -74,7 +78,7 @@ struct Encode: ParsableCommand {
             planSummary = plan.report.summary
             hooks.bypass = BypassPatch(plan: plan)
         }
-        if let embeddingsDir { hooks.embeddings += try loadEmbeddings(directory: embeddingsDir, registry: registry) }
+        hooks.embeddings += folders.embeddings(in: models, registry: registry).map(\.embedding)
 
         let conditioner = try PromptConditioner(
             weights: weights, hooks: hooks,
@@ -89,7 +93,7 @@ struct Encode: ParsableCommand {
             "adapterhost.emphasis": mode.rawValue, "adapterhost.prompt_tokens": String(cond.tokenCount),
             "adapterhost.negative_prompt_tokens": String(uncond.tokenCount),
         ])
-        writer.inputPaths = [model]
+        writer.inputPaths = [modelPath]
         writer.add("cond", tensor: cond.context)
         writer.add("uncond", tensor: uncond.context)
         if let pooled = cond.pooled, let uncondPooled = uncond.pooled {
@@ -120,77 +124,12 @@ struct Encode: ParsableCommand {
             print("adapters: \(names.joined(separator: ", "))" + (planSummary.map { " (\($0); text-encoder layers run in bypass)" } ?? ""))
         }
     }
-
-    /// `<lora:NAME:TE[:UNET[:DYN]]>` with A1111's named forms `te=`, `unet=`, `dyn=`.
-    private func loraApplication(_ tag: ExtraNetworkTag, registry: AdapterRegistry) throws -> AdapterApplication {
-        let positional = tag.positional, named = tag.named
-        guard let name = positional.first, !name.isEmpty else {
-            throw ValidationError("<\(tag.name):…> without a network name")
-        }
-        guard let loraDir else { throw ValidationError("<\(tag.name):\(name)…> needs --lora-dir") }
-        func number(_ text: String?) throws -> Float? {
-            guard let text else { return nil }
-            guard let value = Float(text) else { throw ValidationError("<\(tag.name):\(name)…>: '\(text)' is not a number") }
-            return value
-        }
-        var te = try number(positional.count > 1 ? positional[1] : nil) ?? 1
-        te = try number(named["te"]) ?? te
-        var unet = try number(positional.count > 2 ? positional[2] : nil) ?? te
-        unet = try number(named["unet"]) ?? unet
-        let dyn = try number(named["dyn"] ?? (positional.count > 3 ? positional[3] : nil)).map { Int($0) }
-        guard let path = findNetwork(named: name, in: loraDir) else {
-            throw ValidationError("<\(tag.name):\(name)…>: no \(name).safetensors/.pt/.ckpt in \(loraDir)")
-        }
-        return AdapterApplication(adapter: try registry.load(openTensorSource(path)), weight: te, unetWeight: unet,
-                                  dynRank: dyn)
-    }
 }
 
-/// The first file under `directory` (recursively, in sorted order) whose name without its
-/// extension is `name`, with an adapter extension.
-func findNetwork(named name: String, in directory: String) -> String? {
-    let extensions = ["safetensors", "pt", "ckpt"]
-    guard let enumerator = FileManager.default.enumerator(atPath: directory) else { return nil }
-    let files = (enumerator.allObjects as? [String] ?? []).sorted()
-    for ext in extensions {
-        if let match = files.first(where: {
-            let url = URL(fileURLWithPath: $0)
-            return url.pathExtension.lowercased() == ext && url.deletingPathExtension().lastPathComponent == name
-        }) {
-            return (directory as NSString).appendingPathComponent(match)
-        }
-    }
-    return nil
-}
-
-/// A tensor file by its extension: safetensors, or a PyTorch pickle (`.pt`, `.ckpt`, `.bin`, `.pth`).
+/// A tensor file by its extension: safetensors, or a PyTorch pickle (`.pt`, `.ckpt`, `.bin`,
+/// `.pth`) read by the restricted unpickler (Runtime's `openAdapterSource`).
 func openTensorSource(_ path: String) throws -> TensorSource {
-    path.lowercased().hasSuffix(".safetensors") ? try SafeTensorsFile(path: path) : try TorchFile(path: path)
-}
-
-/// Every textual-inversion embedding in `directory` (recursively; files that are no embedding
-/// are reported on stderr and skipped, as A1111 skips them).
-func loadEmbeddings(directory: String, registry: AdapterRegistry) throws -> [TokenEmbedding] {
-    var isDirectory: ObjCBool = false
-    guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
-        throw ValidationError("--embeddings-dir \(directory) is not a directory")
-    }
-    let enumerator = FileManager.default.enumerator(atPath: directory)
-    let files = (enumerator?.allObjects as? [String] ?? []).filter {
-        ["safetensors", "pt", "bin"].contains(URL(fileURLWithPath: $0).pathExtension.lowercased())
-    }.sorted()
-    var embeddings: [TokenEmbedding] = []
-    for file in files {
-        let path = (directory as NSString).appendingPathComponent(file)
-        do {
-            let adapter = try registry.load(openTensorSource(path))
-            if adapter.embeddings.isEmpty { printWarning("\(path): no embedding in it; skipped") }
-            embeddings += adapter.embeddings
-        } catch {
-            printWarning("\(path): \(error); skipped")
-        }
-    }
-    return embeddings
+    try openAdapterSource(path)
 }
 
 /// One line on stderr.

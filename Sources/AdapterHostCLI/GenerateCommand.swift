@@ -6,24 +6,37 @@ import SafeTensors
 import Tensor
 
 /// `adapterhost generate --model CKPT --prompt TEXT … --out IMG.png`: one txt2img image as
-/// A1111 makes it (CPU RNG), with `<lora:name:w>` tags resolved in `--lora-dir`.
+/// A1111 makes it (CPU RNG), with `<lora:…>`, `<lyco:…>` and `<hypernet:…>` tags and
+/// textual-inversion embeddings found in A1111's models folders.
 struct Generate: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Generate an image (txt2img) as AUTOMATIC1111 does, with LoRAs from the prompt.",
+        abstract: "Generate an image (txt2img) as AUTOMATIC1111 does, with LoRAs, embeddings, hypernetworks and DreamBooth differences.",
         discussion: """
-        The model is a single-file checkpoint (.safetensors) or a diffusers folder. <lora:NAME:W> and \
-        <lora:NAME:TE_W:UNET_W> tags in the prompt load NAME from --lora-dir (file stem, searched \
-        recursively; .safetensors, .pt, .ckpt) through the adapter registry (built-in methods and \
-        --plugin-dir plugins) and apply it merged (patched, then restored) or bypass (added at run \
-        time). The start noise is A1111's with "Random number generator source: CPU" for --seed \
-        (or a tensor from --noise). The PNG holds A1111's infotext in its "parameters" chunk.
+        The model is a single-file checkpoint (.safetensors), a diffusers folder, or with \
+        --models-dir a checkpoint name in MODELS_DIR/Stable-diffusion. Prompt tags as A1111 reads \
+        them: <lora:NAME:TE[:UNET[:DYN]]> and <lyco:…> load NAME from the LoRA folders (file stem, \
+        searched recursively; .safetensors, .pt, .ckpt) and apply it merged (patched, then \
+        restored) or bypass (added at run time); <hypernet:NAME:STRENGTH> loads NAME.pt from the \
+        hypernetworks folder and transforms the UNet's cross-attention keys and values. Every \
+        embedding of the embeddings folder is available by its file name anywhere in both \
+        prompts. The negative prompt is encoded as written: tags there activate nothing (A1111 \
+        reads networks from the prompt only). --adapter applies a file by path (a DreamBooth \
+        difference from `adapterhost diff`, a LoRA) in the same stack. Files load through the \
+        adapter registry (built-in methods and --plugin-dir plugins). An unknown name is an error \
+        listing the closest names; unusual LoRA weights are warnings. The start noise is A1111's \
+        with "Random number generator source: CPU" for --seed (or a tensor from --noise). The PNG \
+        holds A1111's infotext in its "parameters" chunk (with "Lora hashes" and "TI hashes").
         """
     )
 
-    @Option(help: "Checkpoint: .safetensors single file or diffusers folder.") var model: String
-    @Option(help: "Prompt (may hold <lora:…> tags).") var prompt: String
+    @Option(help: "Checkpoint: .safetensors single file, diffusers folder, or a name in MODELS_DIR/Stable-diffusion.")
+    var model: String
+    @Option(help: "Prompt (may hold <lora:…>, <lyco:…>, <hypernet:…> tags and embedding names).") var prompt: String
     @Option(help: "Negative prompt.") var negative: String = ""
-    @Option(help: "Folder of LoRA files (A1111's models/Lora).") var loraDir: String?
+    @OptionGroup var folders: ModelFolderOptions
+    @Option(name: .customLong("adapter"), help: "Also apply FILE[:TE_WEIGHT[:UNET_WEIGHT]] (a DreamBooth difference, a LoRA; repeatable).")
+    var adapterSpecs: [String] = []
+    @Flag(help: "Apply a DreamBooth difference to a checkpoint other than its recorded base.") var force = false
     @Option(help: "Folder of adapter plugins (default: ./plugins, if present).") var pluginDir: String?
     @Option(help: "Seed (-1: random, as A1111).") var seed: Int64 = -1
     @Option(help: "Sampling steps.") var steps: Int = 20
@@ -43,7 +56,7 @@ struct Generate: ParsableCommand {
     @Option(help: "A1111's Eta noise seed delta.") var ensd: UInt64 = 0
     @Option(help: "Output PNG.") var out: String?
     @Option(help: "Also write the final latents (safetensors, tensor \"latents\").") var latentsOut: String?
-    @Option(help: "Also generate without the prompt's LoRAs and write both images side by side, labelled, to this PNG.")
+    @Option(help: "Also generate without adapters (tags removed, no embeddings, no --adapter) and write both images side by side, labelled, to this PNG.")
     var sideBySide: String?
     @Flag(help: "No progress bar.") var quiet = false
 
@@ -64,15 +77,24 @@ struct Generate: ParsableCommand {
 
     func run() throws {
         let started = Date()
+        let models = try folders.directory()
+        let modelPath = try folders.resolveModel(model, in: models)
         let pipeline = try StableDiffusionPipeline.load(
-            path: model, configDirectory: config,
+            path: modelPath, configDirectory: config,
             prediction: prediction.map { $0 == "v" ? ModelPrediction.v : .epsilon })
         let loadTime = Date().timeIntervalSince(started)
 
         let (registry, failures) = makeRegistry(pluginDir: pluginDir ?? defaultPluginDirInWorkingDirectory())
         reportPluginFailures(failures)
-        let adapters = AdapterContext(registry: registry, library: try LoraLibrary(directory: loraDir),
-                                      mode: AdapterMode(rawValue: mode)!)
+        var additional: [AdapterApplication] = []
+        for spec in adapterSpecs {
+            let parsed = try AdapterSpec(parsing: spec)
+            additional.append(AdapterApplication(adapter: try registry.load(openTensorSource(parsed.path)),
+                                                 weight: parsed.weight, unetWeight: parsed.unetWeight, dynRank: parsed.dynRank))
+        }
+        let adapters = AdapterContext(registry: registry, models: models, mode: AdapterMode(rawValue: mode)!,
+                                      embeddings: folders.embeddings(in: models, registry: registry),
+                                      additional: additional, forceBaseMismatch: force)
         let parameters = GenerationParameters(
             prompt: prompt, negativePrompt: negative, seed: Self.fixedSeed(seed), steps: steps, cfgScale: cfg,
             sampler: A1111Sampler(a1111Name: sampler)!, width: width, height: height, clipSkip: clipSkip,
@@ -83,19 +105,20 @@ struct Generate: ParsableCommand {
         try write(result, to: out, latents: latentsOut)
 
         if let sideBySide, let adapted = result.image {
-            let stripped = stripExtraNetworkTags(prompt)
+            let parsed = try A1111Prompt.parse(prompt)
             var plain = parameters
-            plain.prompt = stripped.text
-            let baseline = try run(pipeline, plain, adapters: nil, startNoise: startNoise, label: "sampling (no LoRA)")
+            plain.prompt = parsed.text
+            let baseline = try run(pipeline, plain, adapters: nil, startNoise: startNoise, label: "sampling (no adapters)")
             guard let base = baseline.image else { return }
-            let tags = stripped.tags.map { "<\($0.name):\($0.arguments.joined(separator: ":"))>" }.joined(separator: " ")
+            var used = parsed.tags.map(\.description) + result.embeddingsUsed
+            used += additional.map { ($0.adapter.path as NSString).lastPathComponent }
             let scale = max(1, adapted.width / 256)
             let panels = [base.labelled("without adapters", scale: scale),
-                          adapted.labelled(tags.isEmpty ? "with adapters" : "with \(tags)", scale: scale)]
+                          adapted.labelled(used.isEmpty ? "with adapters" : "with \(used.joined(separator: " "))", scale: scale)]
             let composite = RGBImage.horizontalConcat(panels, gap: 4 * scale)
             try PNGWriter.write(composite, to: sideBySide)
             let difference = zip(base.pixels, adapted.pixels).reduce(0) { $0 + abs(Int($1.0) - Int($1.1)) }
-            print("wrote \(sideBySide) (\(composite.width)x\(composite.height): without | with the prompt's LoRAs; "
+            print("wrote \(sideBySide) (\(composite.width)x\(composite.height): without | with adapters; "
                   + String(format: "mean |difference| %.2f of 255 per channel)", Double(difference) / Double(max(base.pixels.count, 1))))
         }
         print(String(format: "model load %.2fs, total %.2fs", loadTime, Date().timeIntervalSince(started)))
@@ -111,11 +134,16 @@ struct Generate: ParsableCommand {
             bar?.advance()
         }
         bar?.finish()
-        for warning in result.warnings { printError("warning: \(warning)") }
+        for warning in result.warnings { printWarning(warning) }
         if let report = result.patchReport {
-            let names = result.loras.map { "\($0.tag.name) (\($0.adapter.format), te \($0.tag.textEncoderWeight), unet \($0.tag.unetWeight))" }
-            print("LoRA \(names.joined(separator: ", ")): \(report.summary), \(mode)")
+            var names = result.loras.map { "\($0.name) (\($0.adapter.format), te \($0.textEncoderWeight), unet \($0.unetWeight))" }
+            names += (adapters?.additional ?? []).map { "\(($0.adapter.path as NSString).lastPathComponent) (\($0.adapter.format), te \($0.textEncoderWeight), unet \($0.unetWeight))" }
+            print("adapters \(names.joined(separator: ", ")): \(report.summary), \(mode)")
         }
+        for hypernetwork in result.hypernetworks {
+            print("hypernetwork \(hypernetwork.name) at \(hypernetwork.strength): \(hypernetwork.adapter.contextTransforms.count) context transform(s) on the UNet's cross-attention")
+        }
+        if !result.embeddingsUsed.isEmpty { print("embeddings used: \(result.embeddingsUsed.joined(separator: ", "))") }
         let t = result.timings
         print(String(format: "seed %llu: conditioning %.2fs, sampling %.2fs, decoding %.2fs", parameters.seed,
                      t.conditioning, t.sampling, t.decoding))

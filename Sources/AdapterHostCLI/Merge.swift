@@ -10,7 +10,11 @@ struct Merge: ParsableCommand {
         abstract: "Merge adapters into a checkpoint and write a new one (BASE is never modified).",
         discussion: """
         Each --adapter is FILE, FILE:WEIGHT or FILE:TE_WEIGHT:UNET_WEIGHT (A1111's <lora:name:te:unet>). \
-        Add :dyn=N to use only the first N ranks. The output has the same keys, shapes and dtypes \
+        Add :dyn=N to use only the first N ranks. Adapters may be .safetensors or PyTorch pickles \
+        (.pt, .ckpt, .bin; read without executing anything). LoRA/LyCORIS files and DreamBooth \
+        differences merge; textual-inversion embeddings and hypernetworks change no weight, so \
+        they are refused. A DreamBooth difference applies only to the base file it was made from \
+        unless --force. The output has the same keys, shapes and dtypes \
         as BASE; deltas are summed in F32 and stored in each weight's dtype. The file is written \
         to a temporary file beside OUT and renamed into place.
         """
@@ -22,6 +26,7 @@ struct Merge: ParsableCommand {
     @Option(help: "Output checkpoint.") var out: String
     @Option(help: "Directory of plugin libraries (default: plugins/ beside BASE, if present).")
     var pluginDir: String?
+    @Flag(help: "Apply a DreamBooth difference to a checkpoint other than its recorded base.") var force = false
     @Flag(help: "Print the summary as JSON.") var json = false
     @Flag(help: "No progress bar.") var quiet = false
 
@@ -33,12 +38,18 @@ struct Merge: ParsableCommand {
         var stack: [AdapterApplication] = []
         for spec in adapters {
             let parsed = try AdapterSpec(parsing: spec)
-            let source = try SafeTensorsFile(path: parsed.path)
-            let adapter = try registry.load(source)
+            let adapter = try registry.load(openTensorSource(parsed.path))
+            try Self.checkMergeable(adapter)
             stack.append(AdapterApplication(adapter: adapter, weight: parsed.weight,
                                             unetWeight: parsed.unetWeight, dynRank: parsed.dynRank))
         }
-        let plan = try PatchPlan(model: model, stack: stack)
+        let plan = try PatchPlan(model: model, stack: stack, force: force)
+        if force, let mismatched = try stack.first(where: { app in
+            guard let required = app.adapter.requiredBaseHash else { return false }
+            return try model.fileSHA256() != required
+        }) {
+            printWarning("\(mismatched.adapter.path) was made from another base file; applied anyway (--force)")
+        }
         let base = try SafeTensorsFile(path: self.base)
         var writer = SafeTensorsWriter(metadata: mergedMetadata(base.metadata, stack: stack))
         writer.inputPaths = [self.base] + stack.map(\.adapter.path)
@@ -69,6 +80,21 @@ struct Merge: ParsableCommand {
         try writer.write(to: out)
         progress.finish()
         printSummary(plan.report)
+    }
+
+    /// Refuses an adapter that changes no weight: embeddings (textual inversion) live in the
+    /// prompt and hypernetworks in the attention's context, neither in the checkpoint's tensors.
+    static func checkMergeable(_ adapter: Adapter) throws {
+        guard adapter.modules.isEmpty else { return }
+        let what: String
+        if !adapter.contextTransforms.isEmpty {
+            what = "a hypernetwork: it transforms the attention's context at run time and has no weights to merge (use <hypernet:NAME:W> with generate)"
+        } else if !adapter.embeddings.isEmpty {
+            what = "a textual-inversion embedding: it adds token vectors to the prompt and has no weights to merge (use its name in the prompt with generate --embeddings-dir)"
+        } else {
+            what = "holds nothing that changes a weight"
+        }
+        throw CommandFailure("\(adapter.path): \(what)")
     }
 
     private func mergedMetadata(_ original: [String: String], stack: [AdapterApplication]) -> [String: String] {
@@ -114,6 +140,8 @@ final class PatchPrefetcher {
     private var claimed = Set<String>()
     private var next = 0
     private var stopped = false
+    /// The worker has returned.
+    private var finished = false
 
     init(plan: PatchPlan, order: [String], budgetBytes: Int) {
         self.plan = plan
@@ -135,6 +163,12 @@ final class PatchPrefetcher {
     }
 
     private func work() {
+        defer {
+            condition.lock()
+            finished = true
+            condition.broadcast()
+            condition.unlock()
+        }
         while true {
             condition.lock()
             while !stopped && next < order.count && (claimed.contains(order[next]) || readyBytes >= budget) {
@@ -172,10 +206,14 @@ final class PatchPrefetcher {
         }
     }
 
+    /// Stops the worker and waits for it to leave (it finishes the tensor it is computing):
+    /// the process may exit right after, and a thread still running then can crash the exit
+    /// (seen as SIGSEGV when a merge fails early on a loaded machine).
     func stop() {
         condition.lock()
         stopped = true
         condition.broadcast()
+        while !finished { condition.wait() }
         condition.unlock()
     }
 }
@@ -189,6 +227,12 @@ func releaseMappedPages(of tensor: Tensor) {
     let lo = (start + page - 1) / page * page, hi = end / page * page
     // Only whole pages inside this tensor: neighbours' bytes on a shared page stay mapped.
     if hi > lo { _ = madvise(UnsafeMutableRawPointer(bitPattern: lo), hi - lo, Int32(MADV_DONTNEED)) }
+}
+
+/// A command's refusal, printed as one line (`ValidationError` would add the usage text).
+struct CommandFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
 }
 
 /// One `--adapter` argument: FILE[:WEIGHT[:UNET_WEIGHT]][:dyn=N]. Parsed from the right so

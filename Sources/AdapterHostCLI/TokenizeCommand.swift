@@ -35,7 +35,10 @@ struct Tokenize: ParsableCommand {
             let (registry, failures) = makeRegistry(pluginDir: nil)
             reportPluginFailures(failures)
             var v = EmbeddingVocabulary()
-            for embedding in try loadEmbeddings(directory: embeddingsDir, registry: registry) {
+            let folder = try ModelsDirectory(root: nil, embeddingsDirectory: embeddingsDir)
+            let (loaded, warnings) = loadEmbeddings(folder.embeddings(), registry: registry)
+            for warning in warnings { printWarning(warning) }
+            for embedding in loaded.map(\.embedding) {
                 // A1111 counts an SDXL embedding's clip_g vectors: the widest width's rows here.
                 guard let widest = embedding.vectorsByWidth.keys.max(), let vectors = embedding.vectorsByWidth[widest],
                       vectors.rank == 2 else { continue }
@@ -44,7 +47,7 @@ struct Tokenize: ParsableCommand {
             }
             vocabulary = v
         }
-        let (text, tags) = stripExtraNetworkTags(prompt)
+        let (text, tags) = A1111Prompt.removeTags(from: prompt)
         let chunker = PromptChunker(tokenizer: tokenizer, commaPaddingBacktrack: commaBacktrack,
                                     parsesEmphasis: mode.parsesSyntax, embeddings: vocabulary)
         let (chunks, count) = try chunker.chunks(for: text)
@@ -52,7 +55,7 @@ struct Tokenize: ParsableCommand {
         if json {
             let object: [String: Any] = [
                 "prompt": text, "token_count": count,
-                "extra_networks": tags.map { ["name": $0.name, "arguments": $0.arguments] },
+                "extra_networks": tags.map { ["name": $0.type, "arguments": $0.arguments] },
                 "chunks": chunks.map { chunk -> [String: Any] in
                     ["tokens": chunk.tokens.map(Int.init),
                      "text": chunk.tokens.map { tokenizer.tokens[Int($0)] },
@@ -65,7 +68,7 @@ struct Tokenize: ParsableCommand {
             return
         }
         print("\(count) tokens, \(chunks.count) chunk(s)")
-        for tag in tags { print("extra network: <\(tag.name):\(tag.arguments.joined(separator: ":"))>") }
+        for tag in tags { print("extra network: \(tag)") }
         for (index, chunk) in chunks.enumerated() {
             print("chunk \(index + 1):")
             // The prompt's own tokens: after the start token, up to the padding.

@@ -93,7 +93,7 @@ struct GenerateConformanceTests {
         let manifest = try GenerationManifest.load()
         let chunker = PromptChunker(tokenizer: try CLIPTokenizer.bundled())
         for (name, c) in manifest.cases {
-            let prompt = stripExtraNetworkTags(c.prompt).text
+            let prompt = A1111Prompt.removeTags(from: c.prompt).text
             let zeroPadded = c.model == "sd2"
             if let ids = c.tokens["prompt"] {
                 let chunk = try chunker.chunks(for: prompt).chunks[0]
@@ -154,13 +154,13 @@ struct GenerateConformanceTests {
     func lora(mode: AdapterMode) throws {
         let registry = AdapterRegistry()
         try registerLoRAFamily(into: registry)
-        let library = try LoraLibrary(directory: Self.loraFixtures.path)
-        let adapters = AdapterContext(registry: registry, library: library, mode: mode)
+        let adapters = AdapterContext(registry: registry, models: try ModelsDirectory(root: nil, loraDirectory: Self.loraFixtures.path),
+                                      mode: mode)
         // Merged mode stores each patched weight in the file's F16, as A1111 does.
         let key = mode == .merged ? "latents_merged_f16" : "latents"
         let result = try check("sd1_lora_euler", model: "sd1.safetensors", adapters: adapters, latentsKey: key)
-        #expect(result.loras.map(\.tag.name) == ["kohya_sd1_noalpha"])
-        #expect(result.loras.first?.tag.textEncoderWeight == 0.8 && result.loras.first?.tag.unetWeight == 0.8)
+        #expect(result.loras.map(\.name) == ["kohya_sd1_noalpha"])
+        #expect(result.loras.first?.textEncoderWeight == 0.8 && result.loras.first?.unetWeight == 0.8)
         let report = try #require(result.patchReport)
         #expect(report.applied == 19 && report.skipped.isEmpty)
         #expect(result.infotext.text.contains("Lora hashes: \"kohya_sd1_noalpha: \(result.loras[0].shortHash)\""))
@@ -179,7 +179,7 @@ struct GenerateConformanceTests {
                                                    withDestinationURL: base.appendingPathComponent("generation/lora/kohya_sd1_noalpha_pt.pt"))
         let registry = AdapterRegistry()
         try registerLoRAFamily(into: registry)
-        let adapters = AdapterContext(registry: registry, library: try LoraLibrary(directory: dir.path), mode: .bypass)
+        let adapters = AdapterContext(registry: registry, models: try ModelsDirectory(root: nil, loraDirectory: dir.path), mode: .bypass)
         let manifest = try GenerationManifest.load()
         let c = try #require(manifest.cases["sd1_lora_euler"])
         var parameters = try Self.parameters(c)
@@ -201,7 +201,7 @@ struct GenerateConformanceTests {
     func mergedRestores() throws {
         let registry = AdapterRegistry()
         try registerLoRAFamily(into: registry)
-        let adapters = AdapterContext(registry: registry, library: try LoraLibrary(directory: Self.loraFixtures.path))
+        let adapters = AdapterContext(registry: registry, models: try ModelsDirectory(root: nil, loraDirectory: Self.loraFixtures.path))
         let pipeline = try Self.pipeline("sd1.safetensors")
         let before = Dictionary(uniqueKeysWithValues: pipeline.model.keys.map { ($0, pipeline.model.tensor($0)!.floats) })
         var parameters = GenerationParameters(prompt: "cat <lora:kohya_sd1_noalpha:1>", seed: 1, steps: 1, sampler: .euler,

@@ -1,5 +1,6 @@
 import Foundation
 import Host
+import LoRA
 import SafeTensors
 import Testing
 import Tensor
@@ -56,47 +57,21 @@ struct PipelineTests {
 
     // MARK: LoRA tags and files
 
-    @Test("<lora:…> tags as A1111's Lora extension reads them")
+    @Test("<lora:…>/<lyco:…> tags load at their weights in A1111's order, through the models folders")
     func loraTags() throws {
-        func tag(_ text: String) throws -> LoraTag? {
-            try LoraTag(try #require(stripExtraNetworkTags(text).tags.first))
-        }
-        #expect(try tag("<lora:x>") == LoraTag(name: "x", textEncoderWeight: 1, unetWeight: 1))
-        #expect(try tag("<lora:x:0.5>") == LoraTag(name: "x", textEncoderWeight: 0.5, unetWeight: 0.5))
-        #expect(try tag("<lora:x:0.5:0.25>") == LoraTag(name: "x", textEncoderWeight: 0.5, unetWeight: 0.25))
-        #expect(try tag("<lora:x:1:1:8>") == LoraTag(name: "x", textEncoderWeight: 1, unetWeight: 1, dynRank: 8))
-        #expect(try tag("<lora:x:te=0.2:unet=0.9:dyn=4>") == LoraTag(name: "x", textEncoderWeight: 0.2, unetWeight: 0.9, dynRank: 4))
-        #expect(try tag("<lyco:y:0.7>") == LoraTag(name: "y", textEncoderWeight: 0.7))
-        #expect(try tag("<hypernet:z:1>") == nil)
-        #expect(throws: PipelineError.self) { try tag("<lora:x:strong>") }
-        #expect(throws: PipelineError.self) { try tag("<lora:x:1:1:-2>") }
-    }
-
-    @Test("LoRA folder: stems, recursive, .safetensors/.pt/.ckpt, the later duplicate wins, close names")
-    func loraLibrary() throws {
-        let dir = try Self.temporaryDirectory()
-        defer { try? FileManager.default.removeItem(at: dir) }
-        let fm = FileManager.default
-        for path in ["style.safetensors", "sub/detail_v2.pt", "sub/deeper/old.ckpt", "notes.txt", "sub/style.safetensors",
-                     ".hidden.safetensors"] {
-            let url = dir.appendingPathComponent(path)
-            try fm.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
-            fm.createFile(atPath: url.path, contents: Data([0]))
-        }
-        let library = try LoraLibrary(directory: dir.path)
-        #expect(Set(library.files.keys) == ["style", "detail_v2", "old"])
-        #expect(library.files["style"] == dir.appendingPathComponent("sub/style.safetensors").path)
-        #expect(library.warnings.count == 1 && library.warnings[0].contains("'style'"))
-        #expect(library.closestNames(to: "detail_v3") == ["detail_v2"])
-        #expect(library.closestNames(to: "STYLE") == ["style"])
-        #expect(library.closestNames(to: "completely different") == [])
-        #expect(throws: PipelineError.unknownNetwork(name: "detial_v2", directory: dir.path, candidates: ["detail_v2"])) {
-            try library.path(for: "detial_v2")
-        }
-        let message = "\(PipelineError.unknownNetwork(name: "detial_v2", directory: dir.path, candidates: ["detail_v2"]))"
-        #expect(message.contains("no LoRA named 'detial_v2'") && message.contains("closest names: detail_v2"))
-        #expect(throws: PipelineError.self) { try LoraLibrary(directory: dir.appendingPathComponent("style.safetensors").path) }
-        #expect(naturalOrder("a2", "a10") && !naturalOrder("a10", "a2") && naturalOrder("B", "c"))
+        let registry = AdapterRegistry()
+        try registerLoRAFamily(into: registry)
+        let context = AdapterContext(registry: registry,
+                                     models: try ModelsDirectory(root: nil, loraDirectory: GenerateConformanceTests.loraFixtures.path))
+        // A1111 groups by tag type in order of each type's first appearance: lora a, lora c, then lyco b.
+        let parsed = try A1111Prompt.parse("x <lora:kohya_sd1_noalpha:0.5:0.25> <lyco:kohya_sd1_noalpha:te=0.2:unet=0.9:dyn=4> <lora:kohya_sd1_noalpha>")
+        let loras = try context.loadLoras(parsed.lorasInA1111Order)
+        #expect(loras.map(\.textEncoderWeight) == [0.5, 1, 0.2])
+        #expect(loras.map(\.unetWeight) == [0.25, 1, 0.9])
+        #expect(loras.map(\.dynRank) == [nil, nil, 4])
+        #expect(loras.allSatisfy { $0.path.hasSuffix("/kohya_sd1_noalpha.safetensors") })
+        let application = loras[2].application
+        #expect(application.textEncoderWeight == 0.2 && application.unetWeight == 0.9 && application.dynRank == 4)
     }
 
     @Test("LoRA hashes: sshs_model_hash, kohya's addnet hash (bytes after the header), whole-file SHA-256")
@@ -116,24 +91,32 @@ struct PipelineTests {
         #expect(try LoraHash.fullHash(path: pt, metadata: [:]) == SHA256.hash(bytes).hex)
     }
 
-    @Test("A LoRA in the prompt needs a LoRA folder; an unknown one names the close ones")
+    @Test("A network in the prompt needs a models folder; an unknown name names the close ones")
     func unknownLoRA() throws {
         let pipeline = try GenerateConformanceTests.pipeline("sd1")
         let parameters = GenerationParameters(prompt: "cat <lora:missing:1>", seed: 1, steps: 1, width: 64, height: 64)
-        #expect(throws: PipelineError.unknownNetwork(name: "missing", directory: nil, candidates: [])) {
+        #expect(throws: PipelineError.noNetworkFolder(kind: "LoRA", name: "missing")) {
             try pipeline.generate(parameters)
         }
+        var hypernet = parameters
+        hypernet.prompt = "cat <hypernet:missing:1>"
+        #expect(throws: PipelineError.noNetworkFolder(kind: "hypernetwork", name: "missing")) {
+            try pipeline.generate(hypernet)
+        }
         let adapters = AdapterContext(registry: AdapterRegistry(),
-                                      library: try LoraLibrary(directory: GenerateConformanceTests.loraFixtures.path))
+                                      models: try ModelsDirectory(root: nil, loraDirectory: GenerateConformanceTests.loraFixtures.path))
         var near = parameters
         near.prompt = "cat <lora:kohya_sd1_noalfa:1>"
         do {
             _ = try pipeline.generate(near, adapters: adapters)
             Issue.record("an unknown LoRA generated")
-        } catch let PipelineError.unknownNetwork(name, _, candidates) {
-            #expect(name == "kohya_sd1_noalfa")
-            #expect(candidates.first == "kohya_sd1_noalpha")
+        } catch let ModelsDirectoryError.notFound(kind, name, _, suggestions) {
+            #expect(kind == .lora && name == "kohya_sd1_noalfa")
+            #expect(suggestions.first == "kohya_sd1_noalpha")
         }
+        // No hypernetworks folder at all: said so, with the folders looked for.
+        near.prompt = "cat <hypernet:h:1>"
+        #expect(throws: ModelsDirectoryError.self) { try pipeline.generate(near, adapters: adapters) }
     }
 
     // MARK: Configuration

@@ -1,3 +1,4 @@
+import Host
 import Foundation
 import Testing
 @testable import Runtime
@@ -139,16 +140,16 @@ struct PromptTests {
         #expect(chunks == [chunk] && count == 0)
     }
 
-    @Test("extra-network tags are stripped as A1111's extra_networks.parse_prompt does")
+    @Test("extra-network tags are stripped as A1111's extra_networks.parse_prompt does (Host's A1111Prompt, the one parser)")
     func extraNetworks() throws {
         let cases = try PromptFixture.load().extra_networks
         #expect(cases.count == 9)
         for testCase in cases {
-            let (stripped, tags) = stripExtraNetworkTags(testCase.text)
+            let (stripped, tags) = A1111Prompt.removeTags(from: testCase.text)
             #expect(stripped == testCase.stripped, "\(testCase.text.debugDescription)")
             #expect(tags.count == testCase.tags.count, "\(testCase.text.debugDescription)")
             for (tag, want) in zip(tags, testCase.tags) {
-                #expect(tag.name == want.name)
+                #expect(tag.type == want.name)
                 #expect(tag.arguments == want.items)
                 #expect(tag.positional == want.positional)
                 #expect(tag.named == want.named)

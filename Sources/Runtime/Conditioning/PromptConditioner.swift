@@ -62,7 +62,7 @@ public enum ConditioningError: Error, CustomStringConvertible, Equatable {
 /// emphasis per chunk and encoder, SDXL's two outputs joined on the channel axis, chunks
 /// joined on the token axis; SDXL's pooled embedding from bigG's first chunk.
 ///
-/// Extra-network tags (`<lora:…>`) must be removed first (`stripExtraNetworkTags`); prompt
+/// Extra-network tags (`<lora:…>`) must be removed first (Host's `A1111Prompt.removeTags`); prompt
 /// editing, alternation and `AND` are other passes. Chunks of one call run through each encoder
 /// as one batch. Not thread-safe (the encoders' workspaces are shared).
 public final class PromptConditioner {

@@ -98,10 +98,12 @@ public struct RGBImage: Equatable, Sendable {
 
     /// This image under a strip holding `text` (word-wrapped to the image's width, drawn with
     /// `LabelFont` at `scale`; black on white). Text wider than the image is cut at the edge.
-    public func labelled(_ text: String, scale: Int = 1) -> RGBImage {
-        let lines = LabelFont.wrap(text, maxWidth: max(width - 2 * scale, 1), scale: scale)
+    /// The strip has room for at least `minimumLines` lines, so panels whose labels wrap
+    /// differently can share one height.
+    public func labelled(_ text: String, scale: Int = 1, minimumLines: Int = 1) -> RGBImage {
+        let lines = labelLines(text, scale: scale)
         let lineHeight = (LabelFont.glyphHeight + 2) * scale
-        let strip = lineHeight * max(lines.count, 1) + 2 * scale
+        let strip = lineHeight * max(lines.count, minimumLines, 1) + 2 * scale
         var out = RGBImage(width: width, height: height + strip, fill: (255, 255, 255))
         for (index, line) in lines.enumerated() {
             LabelFont.draw(line, into: &out, x: scale, y: scale + index * lineHeight + scale, scale: scale,
@@ -109,5 +111,10 @@ public struct RGBImage: Equatable, Sendable {
         }
         out.draw(self, x: 0, y: strip)
         return out
+    }
+
+    /// The lines `labelled` draws `text` in.
+    public func labelLines(_ text: String, scale: Int = 1) -> [String] {
+        LabelFont.wrap(text, maxWidth: max(width - 2 * scale, 1), scale: scale)
     }
 }

@@ -3,10 +3,11 @@ import Tensor
 
 /// The settings of one txt2img generation (one image), with A1111's defaults.
 public struct GenerationParameters: Sendable {
-    /// The prompt as the user wrote it; `<lora:…>` tags are taken out before encoding (and kept
-    /// in the infotext, as A1111 does).
+    /// The prompt as the user wrote it; extra-network tags (`<lora:…>`, `<hypernet:…>`) are
+    /// taken out before encoding (and kept in the infotext, as A1111 does).
     public var prompt: String
-    /// The negative prompt (extra-network tags in it are plain text, as in A1111).
+    /// The negative prompt. A1111 activates extra networks from the prompt only; tags in the
+    /// negative prompt activate nothing but are removed from its text all the same.
     public var negativePrompt: String
     /// The image's seed (A1111 CPU RNG: `torch.Generator("cpu").manual_seed(seed)`).
     public var seed: UInt64
@@ -48,21 +49,6 @@ public enum AdapterMode: String, Sendable, CaseIterable {
     case bypass
 }
 
-/// Where `<lora:…>` tags are resolved and how they are applied.
-public struct AdapterContext {
-    /// Loads adapter files (the composition root's registry: built-ins and plugins).
-    public var registry: AdapterRegistry
-    /// The LoRA files by name.
-    public var library: LoraLibrary
-    public var mode: AdapterMode
-
-    public init(registry: AdapterRegistry, library: LoraLibrary, mode: AdapterMode = .merged) {
-        self.registry = registry
-        self.library = library
-        self.mode = mode
-    }
-}
-
 /// Wall-clock seconds of a generation's stages.
 public struct GenerationTimings: Sendable {
     public var adapters: Double = 0
@@ -82,8 +68,13 @@ public struct GenerationResult {
     public var image: RGBImage?
     /// A1111's generation parameters text.
     public var infotext: Infotext
-    /// The LoRAs used, in prompt order.
+    /// The LoRAs used, in the order applied (A1111's).
     public var loras: [LoadedLora]
+    /// The hypernetworks used, in prompt order.
+    public var hypernetworks: [LoadedHypernetwork]
+    /// Names of the embeddings the prompt used, then those the negative prompt used (each in
+    /// order of first use): what "TI hashes" lists.
+    public var embeddingsUsed: [String]
     /// Which adapter modules were applied or skipped (nil without adapters).
     public var patchReport: PatchReport?
     /// Things worth telling the user (unknown tag kinds, ignored settings, toy vocabularies…).

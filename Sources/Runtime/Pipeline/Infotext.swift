@@ -98,13 +98,16 @@ public struct InfotextSettings: Sendable {
     public var etaNoiseSeedDelta: UInt64
     /// (name as mentioned, short hash) per LoRA, in prompt order.
     public var loraHashes: [(name: String, hash: String)]
+    /// (embedding name, short hash) per embedding used: the prompt's, then the negative
+    /// prompt's (A1111 lists an embedding used by both twice).
+    public var textualInversionHashes: [(name: String, hash: String)]
     /// "Version" (A1111 writes its git tag).
     public var version: String?
 
     public init(prompt: String, negativePrompt: String, steps: Int, sampler: A1111Sampler, cfgScale: Double,
                 seed: UInt64, width: Int, height: Int, modelHash: String?, modelName: String?, clipSkip: Int = 1,
                 etaNoiseSeedDelta: UInt64 = 0, loraHashes: [(name: String, hash: String)] = [],
-                version: String? = nil) {
+                textualInversionHashes: [(name: String, hash: String)] = [], version: String? = nil) {
         self.prompt = prompt
         self.negativePrompt = negativePrompt
         self.steps = steps
@@ -118,13 +121,16 @@ public struct InfotextSettings: Sendable {
         self.clipSkip = clipSkip
         self.etaNoiseSeedDelta = etaNoiseSeedDelta
         self.loraHashes = loraHashes
+        self.textualInversionHashes = textualInversionHashes
         self.version = version
     }
 
     /// The infotext A1111 (webui 1.9 and later) writes for these settings with its default
     /// options and "Random number generator source: CPU": Steps, Sampler, Schedule type, CFG
     /// scale, Seed, Size, Model hash, Model, Clip skip (when > 1), ENSD (ancestral samplers,
-    /// when set), RNG, Lora hashes, Version.
+    /// when set), RNG, Lora hashes (set when the LoRA network activates), TI hashes (set while
+    /// the prompts are encoded, after that), Version. Hypernetworks leave no field (webui 1.x:
+    /// their `<hypernet:…>` tags stay in the prompt text, as all tags do).
     ///
     /// Since webui 1.9 the sampler and the schedule are separate fields: "DPM++ 2M Karras" is
     /// written "Sampler: DPM++ 2M, Schedule type: Karras"; the others use schedule "Automatic".
@@ -149,6 +155,10 @@ public struct InfotextSettings: Sendable {
                 "\(entry.name.filter { $0 != ":" && $0 != "," }): \(entry.hash)"
             }
             fields.append(("Lora hashes", list.joined(separator: ", ")))
+        }
+        if !textualInversionHashes.isEmpty {
+            let list = textualInversionHashes.map { "\($0.name.filter { $0 != ":" && $0 != "," }): \($0.hash)" }
+            fields.append(("TI hashes", list.joined(separator: ", ")))
         }
         if let version { fields.append(("Version", version)) }
         return Infotext(prompt: prompt, negativePrompt: negativePrompt, fields: fields)

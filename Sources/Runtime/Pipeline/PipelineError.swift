@@ -6,9 +6,10 @@ public enum PipelineError: Error, CustomStringConvertible, Equatable {
     case badParameter(setting: String, reason: String)
     /// The model lacks a part the request needs (e.g. a VAE to decode).
     case missingComponent(model: String, component: String, hint: String)
-    /// A `<lora:name>` with no such file; `candidates`: the closest names available.
-    case unknownNetwork(name: String, directory: String?, candidates: [String])
-    /// A LoRA file that cannot be read or that no method accepts.
+    /// A prompt names an extra network (`kind`: "LoRA", "hypernetwork") but the generation was
+    /// given no models folders to find it in (no `AdapterContext`).
+    case noNetworkFolder(kind: String, name: String)
+    /// An extra-network file that cannot be read or that no method accepts.
     case networkLoadFailed(name: String, path: String, reason: String)
     /// A `--noise` tensor file that does not hold one tensor of the latent shape.
     case badNoise(path: String, reason: String)
@@ -23,12 +24,10 @@ public enum PipelineError: Error, CustomStringConvertible, Equatable {
             return "\(setting): \(reason)"
         case let .missingComponent(model, component, hint):
             return "\(model): the model has no \(component)" + (hint.isEmpty ? "" : "; \(hint)")
-        case let .unknownNetwork(name, directory, candidates):
-            let place = directory.map { " in \($0)" } ?? " (no --lora-dir given)"
-            let close = candidates.isEmpty ? "" : "; closest names: \(candidates.joined(separator: ", "))"
-            return "no LoRA named '\(name)'\(place)\(close)"
+        case let .noNetworkFolder(kind, name):
+            return "the prompt names the \(kind) '\(name)', but no folder to find it in was given (--models-dir, --lora-dir, --hypernetwork-dir)"
         case let .networkLoadFailed(name, path, reason):
-            return "LoRA '\(name)' (\(path)): \(reason)"
+            return "'\(name)' (\(path)): \(reason)"
         case let .badNoise(path, reason):
             return "\(path): \(reason)"
         case let .unsupportedModel(model, reason):

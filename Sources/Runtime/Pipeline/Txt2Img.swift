@@ -5,19 +5,24 @@ import Tensor
 extension StableDiffusionPipeline {
     /// Generates one image as A1111's txt2img does.
     ///
-    /// 1. `<lora:…>` tags are taken out of the prompt, resolved in `adapters.library`, loaded
-    ///    through `adapters.registry` and applied at their weights: merged (patched into the
-    ///    weights, restored before returning, also on errors) or bypass (added at run time).
-    ///    Other extra-network kinds are reported in `warnings` and ignored.
-    /// 2. The prompt and negative prompt are encoded (`PromptConditioner`, clip skip, emphasis).
-    /// 3. The start noise is the seed's `A1111ImageNoise` (CPU RNG), or `startNoise` (any tensor
+    /// 1. The prompt's extra-network tags are read by Host's A1111 parser (`A1111Prompt.parse`;
+    ///    its warnings — unusual LoRA weights, unknown tag types — go to `warnings`) and taken
+    ///    out of the text. The negative prompt is left as it is: A1111 reads networks from the
+    ///    prompt only (`processing.py` parses `p.prompts`), so a tag there is encoded as words.
+    /// 2. `<lora:…>`/`<lyco:…>` networks are resolved in `adapters.models`, loaded through
+    ///    `adapters.registry` and applied at their weights in A1111's order: merged (patched into
+    ///    the weights, restored before returning, also on errors) or bypass (added at run time).
+    ///    `<hypernet:NAME:STRENGTH>` networks become context transforms of the UNet's attention,
+    ///    chained in prompt order. `adapters.embeddings` are available to both prompts by name.
+    /// 3. The prompt and negative prompt are encoded (`PromptConditioner`, clip skip, emphasis).
+    /// 4. The start noise is the seed's `A1111ImageNoise` (CPU RNG), or `startNoise` (any tensor
     ///    of C·(H/8)·(W/8) elements); the seed's generator is advanced past the start noise either
     ///    way, so Euler a's later noise is A1111's.
-    /// 4. The sampler runs with classifier-free guidance (`sampleLatents`).
-    /// 5. The VAE decodes (when the model has one) and the 8-bit image is made as A1111 does.
+    /// 5. The sampler runs with classifier-free guidance (`sampleLatents`).
+    /// 6. The VAE decodes (when the model has one) and the 8-bit image is made as A1111 does.
     ///
-    /// `version`: the infotext's "Version" field. `progress(done, total)` is called after each
-    /// sampling step.
+    /// `hooks`: more run-time adapters from the caller (added to the prompt's). `version`: the
+    /// infotext's "Version" field. `progress(done, total)` is called after each sampling step.
     public func generate(_ parameters: GenerationParameters, adapters: AdapterContext? = nil,
                          hooks extraHooks: GenerationHooks = .none, startNoise: Tensor? = nil,
                          version: String? = nil, progress: ((Int, Int) -> Void)? = nil) throws -> GenerationResult {
@@ -30,32 +35,29 @@ extension StableDiffusionPipeline {
             return now.timeIntervalSince(clock)
         }
 
-        let (promptText, tags) = stripExtraNetworkTags(parameters.prompt)
-        var loraTags: [LoraTag] = []
-        for tag in tags {
-            if let lora = try LoraTag(tag) {
-                loraTags.append(lora)
-            } else {
-                warnings.append("extra network <\(tag.name):\(tag.arguments.joined(separator: ":"))> is not supported yet; ignored")
-            }
-        }
+        let parsed = try A1111Prompt.parse(parameters.prompt)
+        warnings += parsed.warnings.map(\.description)
+        let negativeText = parameters.negativePrompt // tags there are words (A1111)
+        let loraNetworks = parsed.lorasInA1111Order, hypernetNetworks = parsed.hypernetworks
         var loras: [LoadedLora] = []
-        if !loraTags.isEmpty {
-            guard let adapters else {
-                throw PipelineError.unknownNetwork(name: loraTags[0].name, directory: nil, candidates: [])
-            }
-            warnings += adapters.library.warnings
-            loras = try adapters.library.load(loraTags, registry: adapters.registry)
+        var hypernetworks: [LoadedHypernetwork] = []
+        if let adapters {
+            loras = try adapters.loadLoras(loraNetworks)
+            hypernetworks = try adapters.loadHypernetworks(hypernetNetworks)
+        } else if let first = (loraNetworks + hypernetNetworks).first, let name = first.name {
+            throw PipelineError.noNetworkFolder(kind: loraNetworks.isEmpty ? "hypernetwork" : "LoRA", name: name)
         }
 
         // Apply the stack; merged patches are undone whatever happens next.
         var hooks = extraHooks
+        hooks.contextTransforms += hypernetworks.flatMap(\.contextTransforms)
+        hooks.embeddings += adapters?.embeddings.map(\.embedding) ?? []
         var report: PatchReport?
         var engine: PatchEngine?
         defer { engine?.restore() }
-        if !loras.isEmpty, let adapters {
-            let stack = loras.map(\.application)
-            let plan = try PatchPlan(model: model, stack: stack)
+        if let adapters, !(loras.isEmpty && adapters.additional.isEmpty) {
+            let stack = loras.map(\.application) + adapters.additional
+            let plan = try PatchPlan(model: model, stack: stack, force: adapters.forceBaseMismatch)
             report = plan.report
             let stackHooks: GenerationHooks
             switch adapters.mode {
@@ -75,9 +77,11 @@ extension StableDiffusionPipeline {
         }
         timings.adapters = lap()
 
-        let latents = try sampleLatents(prompt: promptText, negativePrompt: parameters.negativePrompt,
+        var embeddingsUsed: [String] = []
+        let latents = try sampleLatents(prompt: parsed.text, negativePrompt: negativeText,
                                         parameters: parameters, hooks: hooks, startNoise: startNoise,
-                                        timings: &timings, warnings: &warnings, progress: progress)
+                                        timings: &timings, warnings: &warnings, embeddingsUsed: &embeddingsUsed,
+                                        progress: progress)
         _ = lap()
 
         var decoded: Tensor?
@@ -95,9 +99,12 @@ extension StableDiffusionPipeline {
             width: parameters.width, height: parameters.height, modelHash: try modelHash(), modelName: modelName,
             // A1111 records the setting whatever the model (SD2/SDXL ignore it while encoding).
             clipSkip: parameters.clipSkip, etaNoiseSeedDelta: parameters.etaNoiseSeedDelta,
-            loraHashes: Self.infotextLoraHashes(loras), version: version)
+            loraHashes: Self.infotextLoraHashes(loras),
+            textualInversionHashes: try Self.infotextEmbeddingHashes(embeddingsUsed, available: adapters?.embeddings ?? []),
+            version: version)
         return GenerationResult(latents: latents, decoded: decoded, image: image, infotext: settings.infotext,
-                                loras: loras, patchReport: report, warnings: warnings, timings: timings)
+                                loras: loras, hypernetworks: hypernetworks, embeddingsUsed: embeddingsUsed,
+                                patchReport: report, warnings: warnings, timings: timings)
     }
 
     /// "Lora hashes" entries as A1111 builds them: a dictionary keyed by the mentioned name
@@ -105,8 +112,23 @@ extension StableDiffusionPipeline {
     static func infotextLoraHashes(_ loras: [LoadedLora]) -> [(name: String, hash: String)] {
         var seen = Set<String>()
         return loras.compactMap { lora in
-            let key = lora.tag.name.filter { $0 != ":" && $0 != "," }
+            let key = lora.name.filter { $0 != ":" && $0 != "," }
             return seen.insert(key).inserted ? (name: key, hash: lora.shortHash) : nil
+        }
+    }
+
+    /// "TI hashes" entries as A1111 builds them (`sd_hijack_clip`): per used embedding (the
+    /// prompt's, then the negative prompt's, as `used` lists them) its name without ':' and ','
+    /// and the first 12 hex digits of its file's SHA-256. Embeddings given only as hooks (no
+    /// file in `available`) have no hash and are left out, as A1111 leaves out hashless ones.
+    static func infotextEmbeddingHashes(_ used: [String], available: [LoadedEmbedding]) throws -> [(name: String, hash: String)] {
+        var paths: [String: String] = [:]
+        for loaded in available { paths[loaded.embedding.name] = loaded.path }
+        var hashes: [String: String] = [:]
+        return try used.compactMap { name in
+            guard let path = paths[name] else { return nil }
+            if hashes[path] == nil { hashes[path] = try EmbeddingHash.shortHash(path: path) }
+            return (name: name.filter { $0 != ":" && $0 != "," }, hash: hashes[path]!)
         }
     }
 
@@ -117,13 +139,16 @@ extension StableDiffusionPipeline {
                               progress: ((Int, Int) -> Void)? = nil) throws -> Tensor {
         var timings = GenerationTimings()
         var warnings: [String] = []
+        var embeddingsUsed: [String] = []
         return try sampleLatents(prompt: prompt, negativePrompt: negativePrompt, parameters: parameters, hooks: hooks,
-                                 startNoise: startNoise, timings: &timings, warnings: &warnings, progress: progress)
+                                 startNoise: startNoise, timings: &timings, warnings: &warnings,
+                                 embeddingsUsed: &embeddingsUsed, progress: progress)
     }
 
     func sampleLatents(prompt: String, negativePrompt: String, parameters: GenerationParameters,
                        hooks: GenerationHooks, startNoise: Tensor?, timings: inout GenerationTimings,
-                       warnings: inout [String], progress: ((Int, Int) -> Void)?) throws -> Tensor {
+                       warnings: inout [String], embeddingsUsed: inout [String],
+                       progress: ((Int, Int) -> Void)?) throws -> Tensor {
         try validate(parameters)
         var clock = Date()
         let options = ConditioningOptions(clipSkip: parameters.clipSkip, padsToEqualLength: false)
@@ -131,6 +156,10 @@ extension StableDiffusionPipeline {
                                                 tokenizer: tokenizer)
         let (cond, uncond) = try conditioner.condition(prompt: prompt, negative: negativePrompt)
         warnings += conditioner.warnings
+        for conditioning in [cond, uncond] {
+            var seen = Set<String>()
+            embeddingsUsed += conditioning.chunks.flatMap { $0.fixes.map(\.embedding) }.filter { seen.insert($0).inserted }
+        }
         let guided = GuidedUNet(unet: unet, cond: cond, uncond: uncond, hooks: hooks,
                                 timeIDs: family == .sdxl ? [parameters.height, parameters.width, 0, 0,
                                                             parameters.height, parameters.width] : nil)
