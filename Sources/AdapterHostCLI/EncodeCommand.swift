@@ -29,6 +29,8 @@ struct Encode: ParsableCommand {
 
     @Option(help: "The checkpoint (.safetensors single file, diffusers folder, or a name in MODELS_DIR/Stable-diffusion).")
     var model: String
+    @Option(help: "Diffusers config folder for a single-file checkpoint (text_encoder/ config.json), as for generate.")
+    var config: String?
     @Option(help: "The prompt.") var prompt: String
     @Option(help: "The negative prompt.") var negative: String = ""
     @OptionGroup var folders: ModelFolderOptions
@@ -81,7 +83,7 @@ struct Encode: ParsableCommand {
         hooks.embeddings += folders.embeddings(in: models, registry: registry).map(\.embedding)
 
         let conditioner = try PromptConditioner(
-            weights: weights, hooks: hooks,
+            weights: weights, configDirectory: config, hooks: hooks,
             options: ConditioningOptions(clipSkip: clipSkip, emphasis: mode, commaPaddingBacktrack: commaBacktrack,
                                          padsToEqualLength: !noPad))
         for warning in conditioner.warnings { printWarning(warning) }

@@ -126,6 +126,35 @@ final class NaiveHypernetwork: ContextTransform {
         #expect(infotext.contains("TI hashes: \"shinytoken: \(hash)\""), "\(infotext)")
     }
 
+    @Test func encodeWithConfigEqualsTheConditionerWithTheEmbeddingAsHooks() throws {
+        let dir = try ScratchDirectory()
+        let embeddings = dir.file("embeddings")
+        try FileManager.default.createDirectory(atPath: embeddings, withIntermediateDirectories: true)
+        let vectors = Tensor(shape: [2, 32], values: (0..<64).map { Float(sin(Double($0) * 0.7)) * 2 })
+        try SafeTensorsWriter.write(["emb_params": vectors], metadata: [:], to: embeddings + "/shinytoken.safetensors")
+        let prompt = "a (red:1.2) cat, shinytoken", negative = "blurry <lora:x:1>"
+        let out = dir.file("cond.safetensors")
+        let run = try CLI.run(["encode", "--model", Self.model, "--config", Self.config, "--embeddings-dir", embeddings,
+                               "--prompt", prompt, "--negative", negative, "--out", out])
+        #expect(run.status == 0, "\(run.stderr)")
+        #expect(run.stdout.contains("embeddings used: shinytoken"))
+
+        // The default model's text encoder has 4 heads: only --config says so (the standard SD1
+        // configuration's 12 do not divide its width of 32).
+        let weights = try ModelWeights.load(path: Self.model)
+        let hooks = GenerationHooks(embeddings: [TokenEmbedding(name: "shinytoken", vectorsByWidth: [32: vectors])])
+        let conditioner = try PromptConditioner(weights: weights, configDirectory: Self.config, hooks: hooks)
+        // The negative prompt's tag is text there, as in A1111.
+        let (cond, uncond) = try conditioner.condition(prompt: prompt, negative: negative)
+        let file = try SafeTensorsFile(path: out)
+        #expect(Self.relativeError(try file.f32Tensor(named: "cond"), cond.context) < 1e-6)
+        #expect(Self.relativeError(try file.f32Tensor(named: "uncond"), uncond.context) < 1e-6)
+        let plain = try PromptConditioner(weights: weights, configDirectory: Self.config).condition(prompt: prompt, negative: negative)
+        #expect(Self.relativeError(plain.cond.context, cond.context) > 1e-3)
+        let stripped = try conditioner.condition(prompt: prompt, negative: "blurry ")
+        #expect(Self.relativeError(stripped.uncond.context, uncond.context) > 1e-4)
+    }
+
     @Test func hypernetTagEqualsANaiveTransformAsHooks() throws {
         let dir = try ScratchDirectory()
         let prompt = "a red cat <hypernet:tiny-sd1-hypernetwork:0.7>"

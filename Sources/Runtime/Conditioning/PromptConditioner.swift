@@ -86,13 +86,18 @@ public final class PromptConditioner {
         let pools: Bool
     }
 
-    /// The conditioner of a model: its family's encoders, built from `weights`.
-    public convenience init(weights: ModelWeights, hooks: GenerationHooks = .none,
+    /// The conditioner of a model: its family's encoders, built from `weights`, with head
+    /// counts and activations from its configuration (`ModelConfiguration.resolve`: the
+    /// diffusers folder's own config files, `configDirectory` for a single file, else the
+    /// family's standard).
+    public convenience init(weights: ModelWeights, configDirectory: String? = nil, hooks: GenerationHooks = .none,
                             options: ConditioningOptions = ConditioningOptions(),
                             tokenizer: CLIPTokenizer? = nil) throws {
+        let configuration = try ModelConfiguration.resolve(for: weights, configDirectory: configDirectory)
         let resolver = WeightKeyResolver(model: weights)
         let encoders = try (0..<weights.family.textEncoderCount).map {
-            try TextEncoder(weights: weights, part: .textEncoder($0), resolver: resolver)
+            try TextEncoder(weights: weights, part: .textEncoder($0), headCount: configuration.textEncoderHeads[$0],
+                            activation: configuration.textEncoderActivations[$0], resolver: resolver)
         }
         try self.init(family: weights.family, encoders: encoders, hooks: hooks, options: options, tokenizer: tokenizer)
     }
