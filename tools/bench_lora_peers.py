@@ -10,7 +10,10 @@ merge: kohya sd-scripts networks/merge_lora.py's merge loop (`merge_to_sd_model`
 here for a single-file state dict: for every `lora_down` key, W = W + ratio * (up @ down) *
 scale with scale = alpha / dim, computed in float32 on the F16 weight and stored back in F16
 (kohya converts the whole model to float32 first; this does it per weight, which is faster);
-then safetensors' save_file. Timed from load_file to the end of save_file, 2 torch threads.
+then safetensors' save_file, then (default; --no-fsync skips it) os.fsync of the file and its
+folder: AdapterHost's writer is atomic and durable (temporary file, fsync, rename, folder
+fsync), so the same job in torch includes making the output durable. Timed from load_file to
+the end of the fsync, 2 torch threads.
 The kohya module name → checkpoint key map is built from the checkpoint's own keys
 (lora_unet_ + diffusers path for SD1 via the ldm↔diffusers block numbering, lora_te_ + CLIP path).
 
@@ -94,6 +97,20 @@ def kohya_names(keys):
     return out
 
 
+def durable(path):
+    """fsync the file, then its folder (what makes a rename-free save survive a crash)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    dfd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
 def merge(args):
     torch.set_num_threads(THREADS)
     times = []
@@ -127,6 +144,8 @@ def merge(args):
                 sd[target] = weight.to(w.dtype)
                 applied += 1
         save_file(sd, args.out)
+        if args.fsync:
+            durable(args.out)
         elapsed = time.perf_counter() - start
         del sd, lora
         log(f"  merge run {run}: {elapsed:.2f} s, {applied} modules")
@@ -134,7 +153,8 @@ def merge(args):
             times.append(elapsed)
     size = os.path.getsize(args.base) / (1 << 20)
     best, worst = min(times), max(times)
-    return [measurement("lora_merge_sd15_r32", best, "s", best, worst, f"{applied} modules"),
+    return [measurement("lora_merge_sd15_r32", best, "s", best, worst,
+                        f"{applied} modules, output {'fsynced' if args.fsync else 'not fsynced'}"),
             measurement("lora_merge_sd15_r32_peak_rss", peak_rss_mib(), "MiB", best, best,
                         f"python maxrss incl. torch; checkpoint {size:.0f} MiB")]
 
@@ -235,6 +255,8 @@ def main():
     m.add_argument("--out", required=True)
     m.add_argument("--ratio", type=float, default=1.0)
     m.add_argument("--runs", type=int, default=3)
+    m.add_argument("--no-fsync", dest="fsync", action="store_false",
+                   help="do not fsync the output (not durable: unlike AdapterHost's writer)")
     e = sub.add_parser("extract")
     e.add_argument("--base", required=True)
     e.add_argument("--tuned", required=True)

@@ -830,6 +830,48 @@ def peft_reference(model, tensors, cfg, te, unet):
     return e, len(prefixes)
 
 
+def case_peft_bias(sd1):
+    """PEFT `LoraConfig(lora_bias=True)`: `lora_B` has a bias, and PEFT's merge adds
+    scaling·lora_B.bias to the base layer's bias (peft/tuners/lora/layer.py `merge`). Expected
+    values are PEFT's own merge of weights and biases (merge_and_unload's per-layer merge)."""
+    from diffusers import StableDiffusionPipeline
+    from peft import LoraConfig
+    from peft.tuners.tuners_utils import BaseTunerLayer
+    unet_targets = [n for n in existing(sd1.components["unet"], UNET_NAMES)
+                    if n.split(".")[-1] in ("proj_in", "0", "proj", "time_emb_proj", "conv1", "proj_out")]
+    te_targets = ["text_model.encoder.layers.0.self_attn.q_proj", "text_model.encoder.layers.1.mlp.fc1"]
+    unet_cfg = LoraConfig(r=4, lora_alpha=6, target_modules=unet_targets, lora_bias=True)
+    te_cfg = LoraConfig(r=2, lora_alpha=3, target_modules=te_targets, lora_bias=True)
+    comps, unet_sd, te_sd = peft_unet_te(sd1, unet_cfg, te_cfg, 205)
+    d = tempfile.mkdtemp()
+    StableDiffusionPipeline.save_lora_weights(d, unet_lora_layers=unet_sd, text_encoder_lora_layers=te_sd,
+                                              safe_serialization=True, unet_lora_adapter_metadata=unet_cfg.to_dict(),
+                                              text_encoder_lora_adapter_metadata=te_cfg.to_dict())
+    tensors, meta = read_adapter(os.path.join(d, "pytorch_lora_weights.safetensors"))
+    assert any(k.endswith("lora_B.bias") for k in tensors), "peft wrote no lora_B.bias"
+    path = save(tensors, "peft_sd1_bias", meta)
+    e = Expected(sd1)
+    formula = Expected(sd1)
+    n = 0
+    for comp in ("unet", "text_encoder"):
+        for mpath, mod in comps[comp].named_modules():
+            if not isinstance(mod, BaseTunerLayer):
+                continue
+            n += 1
+            W = mod.get_base_layer().weight.detach().double().clone()
+            b = mod.get_base_layer().bias.detach().double().clone()
+            s = mod.scaling["default"]
+            A, B = mod.lora_A["default"].weight.double(), mod.lora_B["default"].weight.double()
+            formula.put(comp, mpath + ".weight", W + s * (mat(B) @ mat(A)).reshape(W.shape))
+            formula.put(comp, mpath + ".bias", b + s * mod.lora_B["default"].bias.double())
+            mod.merge(safe_merge=True)
+            e.put(comp, mpath + ".weight", mod.get_base_layer().weight.detach().double())
+            e.put(comp, mpath + ".bias", mod.get_base_layer().bias.detach().double())
+    checks = {"peft merge vs W + s·B·A, b + s·lora_B.bias (float64)": e.diff(formula)}
+    record("peft_sd1_bias", sd1, path, e, "peft merge", "peft LoraConfig(lora_bias=True) + diffusers save_lora_weights",
+           1.0, 1.0, checks, notes="lora_B.bias: Δb = scaling·lora_B.bias", format="peft", methods=["lora"], modules=n)
+
+
 def unet_part(model, e):
     out = Expected(model)
     out.tensors = {k: v for k, v in e.tensors.items() if k.startswith("model.diffusion_model.")}
@@ -1097,7 +1139,25 @@ def make_unit_refs():
     print(f"  unit references: {len(tests)} tests")
 
 
+ONLY_CASES = {"peft_sd1_bias": case_peft_bias}
+
+
+def main_only(names):
+    """`--only NAME…`: regenerate only these SD1 cases, keeping every other fixture and
+    replacing their manifest entries (the full run rewrites everything)."""
+    sd1 = TinyModel("sd1")
+    for name in names:
+        ONLY_CASES[name](sd1)
+    path = os.path.join(OUT, "manifest.json")
+    with open(path) as f:
+        cases = [c for c in json.load(f)["cases"] if c["name"] not in names]
+    with open(path, "w") as f:
+        json.dump({"cases": cases + MANIFEST}, f, indent=1, sort_keys=True, default=str)
+
+
 def main():
+    if "--only" in sys.argv:
+        return main_only(sys.argv[sys.argv.index("--only") + 1:])
     os.makedirs(OUT, exist_ok=True)
     for f in os.listdir(OUT):
         if f.endswith(".safetensors") or f.endswith(".json"):
@@ -1130,6 +1190,7 @@ def main():
     case_peft(sd1, "peft_sd1_rslora", LoraConfig(r=4, lora_alpha=6, target_modules=unet_targets, use_rslora=True),
               LoraConfig(r=4, lora_alpha=6, target_modules=te_targets, use_rslora=True),
               seed=204, notes="use_rslora: alpha/√r")
+    case_peft_bias(sd1)
     print("== lycoris")
     case_lycoris_all(sd1, sdxl)
     print("== unit")

@@ -41,6 +41,9 @@ public protocol AdapterModule: AnyObject {
     var dependsOnWeight: Bool { get }
     /// Whether the module also changes the target's bias.
     var changesBias: Bool { get }
+    /// Whether the module changes the target's weight (false for a bias-only module, e.g. a
+    /// LyCORIS `diff_b` without `diff`).
+    var changesWeight: Bool { get }
     /// The shape of the weight delta when the module can tell it without computing it (from
     /// its factors' shapes); nil when only computing the delta would tell. `PatchPlan` uses
     /// it to report a module whose delta cannot fit its target (skipped, with the reason)
@@ -53,6 +56,10 @@ public protocol AdapterModule: AnyObject {
     /// or nil when the type has no cheaper form than its dense delta (the host then uses
     /// the dense delta: x·ΔWᵀ for linear layers, conv2d(x, ΔW) for convolutions).
     func forwardTerm(input x: Tensor, layer: LayerKind, options: DeltaOptions) throws -> Tensor?
+    /// The bias delta alone at `options` (F32, `[out]`), nil when the module changes no bias.
+    /// Bypass adds it to the layer output as a constant per output channel. `weight` is the
+    /// target's current weight, as for `delta(weight:options:)`.
+    func biasDelta(weight: Tensor, options: DeltaOptions) throws -> Tensor?
 }
 
 /// How a module is applied: the user's strength for its part of the model and A1111's
@@ -71,8 +78,12 @@ extension AdapterModule {
     public var alpha: Float? { nil }
     public var dependsOnWeight: Bool { false }
     public var changesBias: Bool { false }
+    public var changesWeight: Bool { true }
     public var deltaShape: [Int]? { nil }
     public func forwardTerm(input x: Tensor, layer: LayerKind, options: DeltaOptions) throws -> Tensor? { nil }
+    public func biasDelta(weight: Tensor, options: DeltaOptions) throws -> Tensor? {
+        changesBias ? try delta(weight: weight, options: options).bias : nil
+    }
 }
 
 /// A module whose delta does not depend on the weight: ΔW(strength) = strength · ΔW(1).
@@ -82,9 +93,19 @@ public protocol LinearAdapterModule: AdapterModule {
     /// The delta at strength 1, in the shape the module's tensors define (the host fits it
     /// to the target: linear ↔ 1×1 conv, inpainting's extra input channels).
     func unitDelta(dynRank: Int?) throws -> ModuleDelta
+    /// `unitDelta` as a weight delta before its last scale, and that scale: unit weight delta =
+    /// `weightScale` · `delta.weight` (`delta.bias` is the unit bias delta, already scaled).
+    /// The host folds the scale and the strength into the pass that adds the delta to the
+    /// weight instead of materialising each product (`PatchPlan.applyChain`). Default: the
+    /// unit delta with scale 1.
+    func factoredUnitDelta(dynRank: Int?) throws -> (delta: ModuleDelta, weightScale: Double)
 }
 
 extension LinearAdapterModule {
+    public func factoredUnitDelta(dynRank: Int?) throws -> (delta: ModuleDelta, weightScale: Double) {
+        (try unitDelta(dynRank: dynRank), 1)
+    }
+
     public var dependsOnWeight: Bool { false }
     public func delta(weight: Tensor, options: DeltaOptions) throws -> ModuleDelta {
         let unit = try unitDelta(dynRank: options.dynRank)

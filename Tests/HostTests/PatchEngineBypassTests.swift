@@ -17,6 +17,11 @@ import Testing
         case withDoRA
         /// The inpainting UNet's 9-channel conv_in with a 4-channel LoRA (zero-padded delta).
         case inpainting
+        /// Bias deltas: PEFT `lora_B.bias` (LoRA forward term + s·lora_B.bias) and LyCORIS
+        /// `diff`/`diff_b` (dense term + diff_b), linear and conv layers.
+        case withBias
+        /// PEFT `lora_B.bias` then a PEFT DoRA on the same layers: the chain's weight and bias.
+        case biasInChain
         var testDescription: String { rawValue }
     }
 
@@ -32,6 +37,12 @@ import Testing
                             AdapterApplication(adapter: try PatchFixtures.adapter("lycoris_dora_out"), weight: 0.8)])
         case .inpainting:
             return ("sd1_inpaint", [AdapterApplication(adapter: try PatchFixtures.adapter("kohya_sd1_noalpha"), weight: 0.9)])
+        case .withBias:
+            return ("sd1", [AdapterApplication(adapter: try PatchFixtures.adapter("peft_sd1_bias"), weight: 0.6, unetWeight: 0.8),
+                            AdapterApplication(adapter: try PatchFixtures.adapter("lycoris_full"), weight: 0.5)])
+        case .biasInChain:
+            return ("sd1", [AdapterApplication(adapter: try PatchFixtures.adapter("peft_sd1_bias"), weight: 0.7),
+                            AdapterApplication(adapter: try PatchFixtures.adapter("peft_sd1_dora"), weight: 0.9)])
         }
     }
 
@@ -45,7 +56,7 @@ import Testing
         try PatchEngine(model: merged).apply(try PatchPlan(model: merged, stack: apps))
         let bypass = BypassPatch(plan: plan)
 
-        var linear = 0, conv = 0, strided = 0, worst = 0.0
+        var linear = 0, conv = 0, strided = 0, biasLayers = 0, worst = 0.0
         for (index, key) in plan.weightKeys.enumerated() {
             let target = plan.modulesByWeightKey[key]![0].target
             #expect(bypass.hasTerms(for: key))
@@ -54,6 +65,12 @@ import Testing
             // The merged weight is rounded to F32 once per element: the reference carries
             // that rounding, up to half an ulp of the merged value per weight element.
             let roundingPerWeight = patchULP32(patchMaxAbs(merged.tensor(key)!.doubles)) / 2
+            // The bias delta merged mode applied (zero when the layer's bias is untouched).
+            var biasDelta = [Double](repeating: 0, count: original.shape[0])
+            if let b = target.biasKey, plan.touches(b) {
+                biasDelta = zip(merged.tensor(b)!.doubles, model.tensor(b)!.doubles).map { $0 - $1 }
+                biasLayers += 1
+            }
             let got: Tensor, want: [Double], inputSum: Double
             switch target.layer {
             case .linear:
@@ -62,13 +79,16 @@ import Testing
                 got = try #require(try bypass.contribution(for: key, input: x, layer: target.layer))
                 #expect(got.shape == [2, 3, outWidth])
                 want = Self.linearReference(x.doubles, rows: 6, delta: delta, out: outWidth, in: inWidth)
+                    .enumerated().map { $0.element + biasDelta[$0.offset % outWidth] }
                 inputSum = Double(inWidth)
                 linear += 1
             case let .conv2d(stride, padding):
                 let x = patchSeeded([1, original.shape[1], 6, 6], seed: 2000 + UInt64(index))
                 got = try #require(try bypass.contribution(for: key, input: x, layer: target.layer))
-                want = Self.convReference(x.doubles, channels: original.shape[1], size: 6, weight: delta,
-                                          shape: original.shape, stride: stride, padding: padding)
+                let convOut = Self.convReference(x.doubles, channels: original.shape[1], size: 6, weight: delta,
+                                              shape: original.shape, stride: stride, padding: padding)
+                let plane = convOut.count / original.shape[0]
+                want = convOut.enumerated().map { $0.element + biasDelta[$0.offset / plane] }
                 inputSum = Double(original.count / original.shape[0])
                 conv += 1
                 if stride > 1 { strided += 1 }
@@ -84,7 +104,8 @@ import Testing
             worst = max(worst, diff / patchMaxAbs(want))
         }
         #expect(linear > 0 && conv > 0)
-        if stack != .inpainting { #expect(strided > 0) }
+        if stack == .independent || stack == .withDoRA { #expect(strided > 0) }
+        if stack == .withBias || stack == .biasInChain { #expect(biasLayers >= 4) }
         print("[patch-engine] bypass vs merged (\(stack)): \(linear) linear, \(conv) conv layers, worst relative \(worst)")
     }
 

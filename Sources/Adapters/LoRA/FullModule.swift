@@ -22,9 +22,12 @@ final class FullModule: WeightDeltaModule {
     }
 
     override var changesBias: Bool { biasDelta != nil }
+    override var changesWeight: Bool { weightDelta != nil }
     override var deltaShape: [Int]? { weightDelta?.shape }
 
     override func rawDelta(dynRank: Int?) throws -> ModuleDelta {
-        ModuleDelta(weight: weightDelta?.to(.f32), bias: biasDelta?.to(.f32))
+        ModuleDelta(weight: weightDelta?.to(.f32), bias: rawBias())
     }
+
+    override func rawBias() -> Tensor? { biasDelta?.to(.f32) }
 }

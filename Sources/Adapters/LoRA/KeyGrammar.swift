@@ -13,8 +13,8 @@
 enum KeyGrammar {
     /// A canonical tensor role within a module.
     enum Role: String, CaseIterable {
-        // LoRA (every dialect)
-        case up, down, mid, magnitude
+        // LoRA (every dialect); `upBias` is PEFT's `lora_B.bias` (LoraConfig(lora_bias=True))
+        case up, down, mid, magnitude, upBias = "lora_B.bias"
         // shared
         case alpha, scale, doraScale = "dora_scale"
         // LoHa
@@ -47,8 +47,10 @@ enum KeyGrammar {
             ("lora_linear_layer.up.weight", .up), ("lora_linear_layer.down.weight", .down),
             ("lora_magnitude_vector", .magnitude), ("lora_magnitude_vector.weight", .magnitude),
             ("lora_magnitude_vector.default", .magnitude), ("lora_magnitude_vector.default.weight", .magnitude),
+            ("lora_B.bias", .upBias), ("lora_B.default.bias", .upBias),
+            ("lora.up.bias", .upBias), ("lora_linear_layer.up.bias", .upBias),
         ]
-        for role in Role.allCases where ![.up, .down, .mid, .magnitude].contains(role) {
+        for role in Role.allCases where ![.up, .down, .mid, .magnitude, .upBias].contains(role) {
             table.append((role.rawValue, role))
         }
         return table.sorted { $0.0.count > $1.0.count }

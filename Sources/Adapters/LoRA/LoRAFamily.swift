@@ -54,7 +54,8 @@ public final class LoRAFamilyMethod: AdapterMethod {
     /// Every role this type reads (defining + shared).
     var ownedRoles: Set<KeyGrammar.Role> {
         switch kind {
-        case .lora, .loha, .lokr: return definingRoles.union([.alpha, .scale, .doraScale])
+        case .lora: return definingRoles.union([.alpha, .scale, .doraScale, .upBias])
+        case .loha, .lokr: return definingRoles.union([.alpha, .scale, .doraScale])
         case .ia3: return [.onInput, .ia3Weight]
         case .oft: return definingRoles.union([.alpha, .rescale])
         case .glora: return definingRoles.union([.alpha, .scale])

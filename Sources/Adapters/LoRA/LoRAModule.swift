@@ -9,10 +9,15 @@ import Tensor
 ///
 /// A1111's `dyn` keeps the first `dynRank` ranks (`rebuild_conventional`); the scale stays
 /// alpha / full rank. As in A1111, `dyn` does not apply to Tucker modules.
+///
+/// PEFT's `lora_B.bias` (`LoraConfig(lora_bias=True)`) is a bias delta scaled like the weight:
+/// Δb = s · lora_B.bias, as PEFT's `merge` adds `lora_B.bias * scaling` to the layer's bias.
 final class LoRAModule: WeightDeltaModule {
     let up: Tensor
     let down: Tensor
     let mid: Tensor?
+    /// PEFT's `lora_B.bias` `[out]`, when the file has one.
+    let upBias: Tensor?
 
     init(reader: ModuleReader, traits: FileTraits) throws {
         let downT = try reader.optional(.down), upT = try reader.optional(.up)
@@ -37,14 +42,23 @@ final class LoRAModule: WeightDeltaModule {
             throw reader.failure(.rankMismatch("up \(upT.shape) has rank \(upT.shape[1]), down \(downT.shape) has rank \(r)"))
         }
         guard r > 0 else { throw reader.failure(.badShape(suffix: "down", shape: downT.shape, expected: "rank ≥ 1")) }
+        let biasT = try reader.optional(.upBias)
+        if let biasT, biasT.rank != 1 || biasT.count != upT.shape[0] {
+            throw reader.failure(.badShape(suffix: "lora_B.bias", shape: biasT.shape, expected: "[\(upT.shape[0])] (the up factor's outputs)"))
+        }
         up = upT
         down = downT
         mid = midT
+        upBias = biasT
         let (alpha, scale) = try LoRAScale.resolve(reader: reader, traits: traits, rank: r)
         let kernel = (midT ?? downT).rank == 4 ? Array((midT ?? downT).shape[2...]) : [1, 1]
         let type = midT != nil ? "locon-tucker" : (kernel != [1, 1] ? "locon" : "lora")
         super.init(name: reader.name, moduleType: type, rank: r, alpha: alpha, scale: scale)
     }
+
+    override var changesBias: Bool { upBias != nil }
+    override var biasFollowsScale: Bool { true }
+    override func rawBias() -> Tensor? { upBias?.to(.f32) }
 
     /// The shape `rawDelta` builds: `[out, in]`, or `[out, in, kh, kw]` for LoCon and Tucker.
     override var deltaShape: [Int]? {

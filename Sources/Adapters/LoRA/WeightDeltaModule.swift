@@ -25,21 +25,47 @@ class WeightDeltaModule: LinearAdapterModule {
     }
 
     var dependsOnWeight: Bool { false }
+    /// True when the module has a bias delta (`rawBias()` non-nil).
     var changesBias: Bool { false }
+    var changesWeight: Bool { true }
     /// Unknown unless a subclass tells it from its factors.
     var deltaShape: [Int]? { nil }
+    /// Whether the bias delta is multiplied by the module's scale too. False by default:
+    /// A1111's `finalize_updown` scales only the weight (LyCORIS `diff_b`/`b_norm` have scale 1
+    /// anyway); PEFT's `lora_B.bias` is scaled (its merge adds scaling · lora_B.bias).
+    var biasFollowsScale: Bool { false }
 
-    /// The product of the factors before any scale, in the shape the factors define.
+    /// The product of the factors before any scale, in the shape the factors define (the
+    /// weight part; the bias comes from `rawBias()`).
     func rawDelta(dynRank: Int?) throws -> ModuleDelta {
         fatalError("\(type(of: self)) must override rawDelta")
     }
 
+    /// The bias delta before any scale (F32 `[out]`), nil when the module has none.
+    func rawBias() -> Tensor? { nil }
+
     func unitDelta(dynRank: Int?) throws -> ModuleDelta {
         let raw = try rawDelta(dynRank: dynRank)
-        guard scale != 1 else { return raw }
-        // Bias deltas are not scaled by alpha/rank (A1111's finalize_updown scales only
-        // the weight; the types with a bias delta have scale 1 anyway).
-        return ModuleDelta(weight: raw.weight.map { $0.scaled(by: scale) }, bias: raw.bias)
+        guard scale != 1 else { return ModuleDelta(weight: raw.weight, bias: rawBias()) }
+        return ModuleDelta(weight: raw.weight.map { $0.scaled(by: scale) }, bias: unitBias())
+    }
+
+    /// The raw product and the scale, unmultiplied: the host multiplies while adding
+    /// (`unitDelta`'s weight is exactly `raw.scaled(by: scale)`).
+    func factoredUnitDelta(dynRank: Int?) throws -> (delta: ModuleDelta, weightScale: Double) {
+        let raw = try rawDelta(dynRank: dynRank)
+        return (ModuleDelta(weight: raw.weight, bias: unitBias()), scale)
+    }
+
+    /// The bias delta at strength 1 (scaled when `biasFollowsScale`).
+    func unitBias() -> Tensor? {
+        guard let b = rawBias() else { return nil }
+        return biasFollowsScale && scale != 1 ? b.scaled(by: scale) : b
+    }
+
+    /// Only the bias: no weight delta is computed.
+    func biasDelta(weight: Tensor, options: DeltaOptions) throws -> Tensor? {
+        unitBias().map { $0.scaled(by: Double(options.strength)) }
     }
 
     // `delta(weight:options:)` is the host's (`LinearAdapterModule`): strength · unit delta.
@@ -65,7 +91,12 @@ class WeightDependentModule: AdapterModule {
 
     var dependsOnWeight: Bool { true }
     var changesBias: Bool { false }
+    var changesWeight: Bool { true }
     var deltaShape: [Int]? { nil }
+
+    func biasDelta(weight: Tensor, options: DeltaOptions) throws -> Tensor? {
+        changesBias ? try delta(weight: weight, options: options).bias : nil
+    }
 
     func delta(weight: Tensor, options: DeltaOptions) throws -> ModuleDelta {
         fatalError("\(type(of: self)) must override delta(weight:options:)")

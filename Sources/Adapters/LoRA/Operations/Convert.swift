@@ -12,8 +12,16 @@ import Tensor
 /// (diffusers' `convert_state_dict_to_kohya` writes alpha = rank, silently changing the
 /// scale of every module whose alpha was not its rank; this does not.)
 ///
-/// Only LoRA/LoCon modules can be converted (PEFT has no LoHa/LoKr/Tucker/DoRA form in
-/// these files); anything else is refused by name.
+/// DoRA on LoRA/LoCon factors is carried too: kohya/LyCORIS `dora_scale` per output channel
+/// (`[out, 1]`, `[out, 1, 1, 1]`: LyCORIS ≥ 2.2's `wd_on_out`) ↔ PEFT `lora_magnitude_vector`
+/// (`[out]` for linear, `[1, out, 1, 1]` for conv layers: PEFT's DoRA norm is always per
+/// output). The magnitudes are the same values, only reshaped, so the merged weights are
+/// equal. Per-input `dora_scale` (`[1, in, …]`, older LyCORIS files) has no PEFT form and is
+/// refused when writing PEFT.
+///
+/// Only LoRA/LoCon modules (with or without DoRA) can be converted: PEFT has no
+/// LoHa/LoKr/Tucker form (and a PEFT `lora_B.bias` no kohya one); anything else is refused by
+/// file, module and rule.
 public enum LoRAConversion {
     public struct Result {
         public let tensors: [(String, Tensor)]
@@ -26,13 +34,10 @@ public enum LoRAConversion {
         var output = LoRAOutput()
         var ranks: [Int] = [], alphas: [Double] = []
         for module in input.adapter.modules {
-            guard case .factors(let f) = input.content(module) else {
-                let what = (module as? LoRAModule)?.mid != nil ? "a Tucker LoRA (lora_mid) module" : "a \(module.moduleType) module"
-                throw LoRAOperationError(file: input.path, module: module.name,
-                    reason: "\(what): convert rewrites LoRA/LoCon factors only (resize or combine --mode svd can turn other types into LoRA factors)")
-            }
+            let (f, magnitude) = try convertible(module, input: input, to: format)
             let id = try ModuleIdentity.of(module, in: input, names: names)
-            output.modules.append(OutputModule(layer: id.layer, rawName: module.name, up: f.up, down: f.down, alpha: f.kohyaAlpha))
+            output.modules.append(OutputModule(layer: id.layer, rawName: module.name, up: f.up, down: f.down,
+                                               alpha: f.kohyaAlpha, magnitude: magnitude))
             ranks.append(f.rank)
             alphas.append(f.kohyaAlpha)
         }
@@ -59,5 +64,55 @@ public enum LoRAConversion {
             metadata.merge(LoRAMetadataBuilder.modelSpec(family: family, title: title)) { old, _ in old }
         }
         return Result(tensors: tensors, metadata: metadata, modules: output.modules.count)
+    }
+
+    /// The module's LoRA factors and, for DoRA, its per-output magnitudes (flattened, dtype
+    /// kept); a module with no form in `format` is refused by file, module and rule.
+    static func convertible(_ module: any AdapterModule, input: LoRAOperationInput,
+                            to format: LoRAOutputFormat) throws -> (LoRAFactors, magnitude: Tensor?) {
+        func refuse(_ what: String, _ rule: String) -> LoRAOperationError {
+            LoRAOperationError(file: input.path, module: module.name,
+                reason: "\(what) \(rule); convert rewrites LoRA/LoCon factors (with DoRA magnitudes) only — "
+                    + "turn it into LoRA factors first with `adapterhost resize --rank R` or `adapterhost combine --mode svd`")
+        }
+        let target = format == .peft ? "PEFT" : "kohya"
+        if let dora = module as? DoRAModule {
+            guard let lora = dora.inner as? LoRAModule, lora.mid == nil, lora.upBias == nil else {
+                let inner = (dora.inner as? LoRAModule)?.mid != nil ? "a Tucker LoRA (lora_mid) module with DoRA" : "a \(module.moduleType) module"
+                // resize/combine cannot help here: DoRA's renormalisation needs the base weight.
+                throw LoRAOperationError(file: input.path, module: module.name,
+                    reason: "\(inner) has no \(target) LoRA form; convert rewrites LoRA/LoCon factors (with DoRA magnitudes) only, "
+                        + "and its DoRA magnitudes depend on the base weight, so resize/combine cannot turn it into LoRA factors either")
+            }
+            // Per output: PEFT's only axis and LyCORIS's `wd_on_out`. An undeclared axis (a
+            // 1-D or all-ones magnitude) is per output when its length is the up factor's.
+            let perOutput = dora.declaredAxis == .output
+                || (dora.declaredAxis == nil && dora.magnitude.count == lora.up.shape[0])
+            guard perOutput else {
+                if format == .kohya {
+                    throw refuse("a DoRA module with per-input magnitudes", "cannot be rewritten (only per-output dora_scale is carried)")
+                }
+                throw refuse("a DoRA module with per-input magnitudes (dora_scale [1, in, …])",
+                             "has no PEFT form (lora_magnitude_vector is per output)")
+            }
+            guard dora.magnitude.count == lora.up.shape[0] else {
+                throw LoRAOperationError(file: input.path, module: module.name,
+                    reason: "DoRA magnitude has \(dora.magnitude.count) entries for \(lora.up.shape[0]) outputs")
+            }
+            return (LoRAFactors(up: lora.up, down: lora.down, scale: lora.scale), dora.magnitude)
+        }
+        guard case .factors(let f) = input.content(module) else {
+            let what: String
+            if let lora = module as? LoRAModule, lora.mid != nil {
+                what = "a Tucker LoRA (lora_mid) module"
+            } else if let lora = module as? LoRAModule, lora.upBias != nil {
+                throw LoRAOperationError(file: input.path, module: module.name,
+                    reason: "a LoRA module with a bias delta (PEFT lora_B.bias): convert does not carry biases (kohya LoRA has no form for them); refusing to drop it")
+            } else {
+                what = "a \(module.moduleType) module"
+            }
+            throw refuse(what, "has no \(target) LoRA form")
+        }
+        return (f, nil)
     }
 }

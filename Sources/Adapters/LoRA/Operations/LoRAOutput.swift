@@ -20,6 +20,9 @@ struct OutputModule {
     var up: Tensor
     var down: Tensor
     var alpha: Double
+    /// DoRA magnitudes per output channel (flattened, dtype kept), written as kohya
+    /// `dora_scale` or PEFT `lora_magnitude_vector`; nil for plain LoRA.
+    var magnitude: Tensor? = nil
     var rank: Int { down.shape[0] }
 }
 
@@ -33,9 +36,11 @@ struct LoRAOutput {
     func render(format: LoRAOutputFormat, names: LoRANameSpace?, file: String) throws -> (tensors: [(String, Tensor)], metadata: [String: String]) {
         var tensors: [(String, Tensor)] = []
         var seen = Set<String>()
-        var peftModules: [(component: String, path: String, rank: Int, alpha: Double)] = []
+        var peftModules: [(component: String, path: String, rank: Int, alpha: Double, dora: Bool)] = []
         for module in modules {
             let (up, down) = shaped(module)
+            let isConv = down.rank == 4
+            let out = up.shape[0]
             switch format {
             case .kohya:
                 let name: String
@@ -52,6 +57,10 @@ struct LoRAOutput {
                 }
                 tensors += [("\(name).lora_down.weight", down), ("\(name).lora_up.weight", up),
                             ("\(name).alpha", Tensor(shape: [], values: [Float(module.alpha)]))]
+                if let m = module.magnitude {
+                    // LyCORIS's per-output `dora_scale`: [out, 1] / [out, 1, 1, 1].
+                    tensors.append(("\(name).dora_scale", m.reshaped(isConv ? [out, 1, 1, 1] : [out, 1])))
+                }
             case .peft:
                 guard let layer = module.layer, let names else {
                     throw LoRAOperationError(file: file, module: module.rawName,
@@ -62,12 +71,16 @@ struct LoRAOutput {
                     throw LoRAOperationError(file: file, module: module.rawName, reason: "two modules would both be written as \(name)")
                 }
                 tensors += [("\(name).lora_A.weight", down), ("\(name).lora_B.weight", up)]
-                peftModules.append((layer.component, layer.path, module.rank, module.alpha))
+                if let m = module.magnitude {
+                    // PEFT's DoRA magnitude: [out] (Linear), [1, out, 1, 1] (Conv2d, its norm transposed).
+                    tensors.append(("\(name).lora_magnitude_vector", m.reshaped(isConv ? [1, out, 1, 1] : [out])))
+                }
+                peftModules.append((layer.component, layer.path, module.rank, module.alpha, module.magnitude != nil))
             }
         }
         tensors += extraTensors
         var metadata: [String: String] = [:]
-        if format == .peft { metadata = ["format": "pt", "lora_adapter_metadata": try Self.peftMetadata(peftModules)] }
+        if format == .peft { metadata = ["format": "pt", "lora_adapter_metadata": try Self.peftMetadata(peftModules, file: file)] }
         return (tensors, metadata)
     }
 
@@ -100,12 +113,15 @@ struct LoRAOutput {
     /// PEFT matches `target_modules` and patterns as suffixes, so `encoder.layers.0.…` names the
     /// layer under both layouts while `text_model.encoder.…` would match only the old one
     /// (measured with transformers 5.24 + diffusers 0.42: tools/check_peft_export.py).
-    static func peftMetadata(_ modules: [(component: String, path: String, rank: Int, alpha: Double)]) throws -> String {
+    /// `use_dora` is one flag per component in PEFT: a component where only some modules
+    /// have DoRA magnitudes cannot be written.
+    static func peftMetadata(_ modules: [(component: String, path: String, rank: Int, alpha: Double, dora: Bool)],
+                             file: String = "") throws -> String {
         var object: [String: Any] = [:]
-        let relaxed = modules.map { m -> (component: String, path: String, rank: Int, alpha: Double) in
+        let relaxed = modules.map { m -> (component: String, path: String, rank: Int, alpha: Double, dora: Bool) in
             let path = m.component.hasPrefix("text_encoder") && m.path.hasPrefix("text_model.")
                 ? String(m.path.dropFirst("text_model.".count)) : m.path
-            return (m.component, path, m.rank, m.alpha)
+            return (m.component, path, m.rank, m.alpha, m.dora)
         }
         let byComponent = Dictionary(grouping: relaxed, by: \.component)
         for (component, list) in byComponent {
@@ -122,7 +138,12 @@ struct LoRAOutput {
             object["\(component).alpha_pattern"] = alphaPattern
             object["\(component).target_modules"] = list.map(\.path).sorted()
             object["\(component).use_rslora"] = false
-            object["\(component).use_dora"] = false
+            let dora = list.filter(\.dora)
+            if !dora.isEmpty, dora.count != list.count {
+                throw LoRAOperationError(file: file, module: dora[0].path,
+                    reason: "PEFT's use_dora is one flag per component, and \(dora.count) of \(list.count) \(component) modules have DoRA magnitudes")
+            }
+            object["\(component).use_dora"] = !dora.isEmpty
             object["\(component).lora_dropout"] = 0.0
             object["\(component).bias"] = "none"
             object["\(component).init_lora_weights"] = true

@@ -114,7 +114,9 @@ public final class LoRAOperationInput {
 
     /// The content of `module` for an operation.
     func content(_ module: any AdapterModule) -> OperationModuleContent {
-        if let lora = module as? LoRAModule, lora.mid == nil {
+        // A PEFT `lora_B.bias` has no kohya form and the factor operations drop biases:
+        // such a module is `.unsupported` (refused by name) rather than rewritten without it.
+        if let lora = module as? LoRAModule, lora.mid == nil, lora.upBias == nil {
             return .factors(LoRAFactors(up: lora.up, down: lora.down, scale: lora.scale))
         }
         if let weightDelta = module as? WeightDeltaModule, !weightDelta.changesBias,
