@@ -113,9 +113,9 @@ public struct Attention {
                     (k, v) = (r.key, r.value)
                     shared = false
                 }
-            } else {
-                if let r = try transform.transform(context: k, width: width, strength: strength) { k = r.key }
-                if let r = try transform.transform(context: v, width: width, strength: strength) { v = r.value }
+            } else if let r = try transform.transform(key: k, value: v, width: width, strength: strength) {
+                // One call: the key MLP on k, the value MLP on v (not both MLPs on each).
+                (k, v) = (r.key, r.value)
             }
         }
         return (k, v)
