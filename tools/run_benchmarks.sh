@@ -21,6 +21,7 @@
 #   LORA_DIR   the LoRA suites' files (default /tmp/adapterhost-bench-lora; made by
 #              adapterhost-bench on first use, reused when present)
 #   SCRATCH    SwiftPM scratch path for the release build (default .build-bench-rel)
+#   NO_BUILD   when set, run the binaries already built in SCRATCH as they are
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -33,11 +34,15 @@ LORA_DIR=${LORA_DIR:-/tmp/adapterhost-bench-lora}
 RESULTS="$BENCH_DIR/results-$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$RESULTS"
 
-echo "== building adapterhost-bench (release, $SCRATCH)" >&2
-swift build -c release --scratch-path "$SCRATCH" --product adapterhost-bench >&2
-if [[ " $SUITES " == *" lora-"* ]]; then
-    # The LoRA suites time the `adapterhost` binary built next to adapterhost-bench.
-    swift build -c release --scratch-path "$SCRATCH" --product adapterhost >&2
+if [[ -n "${NO_BUILD:-}" ]]; then
+    echo "== NO_BUILD: using the binaries already in $SCRATCH" >&2
+else
+    echo "== building adapterhost-bench (release, $SCRATCH)" >&2
+    swift build -c release --scratch-path "$SCRATCH" --product adapterhost-bench >&2
+    if [[ " $SUITES " == *" lora-"* ]]; then
+        # The LoRA suites time the `adapterhost` binary built next to adapterhost-bench.
+        swift build -c release --scratch-path "$SCRATCH" --product adapterhost >&2
+    fi
 fi
 BENCH="$(swift build -c release --scratch-path "$SCRATCH" --show-bin-path)/adapterhost-bench"
 
