@@ -236,7 +236,16 @@ func benchInput(_ shape: [Int], seed: UInt64) -> Tensor {
     return Tensor(shape: shape, values: (0..<shape.reduce(1, *)).map { _ in rng.nextFloat() })
 }
 
+/// Tuning knobs for experiments, set before the networks are built: `--tiled-min-plane N`
+/// (Conv2d.defaultTiledMinimumPlane) and `--linear-row-block N` (Linear.defaultTiledRowBlock,
+/// 0 = one multi-threaded GEMM per linear layer).
+func applyTuningOptions(_ arguments: [String]) {
+    if let plane = option("--tiled-min-plane", in: arguments).flatMap({ Int($0) }) { Conv2d.defaultTiledMinimumPlane = plane }
+    if let block = option("--linear-row-block", in: arguments).flatMap({ Int($0) }) { Linear.defaultTiledRowBlock = block }
+}
+
 func runUNetSuite(arguments: [String]) throws -> [Measurement] {
+    applyTuningOptions(arguments)
     let runs = option("--runs", in: arguments).flatMap { Int($0) } ?? 3
     let batch = option("--batch", in: arguments).flatMap { Int($0) } ?? 2
     let latent = option("--latent", in: arguments).flatMap { Int($0) } ?? 64
@@ -293,6 +302,7 @@ func runUNetSuite(arguments: [String]) throws -> [Measurement] {
 }
 
 func runVAESuite(arguments: [String]) throws -> [Measurement] {
+    applyTuningOptions(arguments)
     let runs = option("--runs", in: arguments).flatMap { Int($0) } ?? 3
     let latent = option("--latent", in: arguments).flatMap { Int($0) } ?? 64
     let dtype: DType = option("--weights", in: arguments) == "f16" ? .f16 : .f32

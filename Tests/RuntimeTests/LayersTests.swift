@@ -60,12 +60,13 @@ struct LayersTests {
 
     /// One conv case against the naive loops.
     private func checkConv(channels: Int, out: Int, kernel: Int, stride: Int, padding: ConvPadding, height: Int, width: Int,
-                           upsample: Bool = false, budget: Int? = nil, seed: UInt64) throws {
+                           upsample: Bool = false, budget: Int? = nil, tiledPlane: Int? = nil, seed: UInt64) throws {
         let w = NetworkFixtures.random([out, channels, kernel, kernel], seed: seed)
         let b = NetworkFixtures.random([out], seed: seed + 1)
         let x = NetworkFixtures.random([2, channels, height, width], seed: seed + 2)
         var conv = try Conv2d(loader([("c.weight", w), ("c.bias", b)]).child("c"), stride: stride, padding: padding)
         if let budget { conv.columnBudget = budget }
+        if let tiledPlane { conv.tiledMinimumPlane = tiledPlane }
         let extra = (0..<(2 * out)).map { Float($0) * 0.25 - 1 }
         let y = try conv(x, workspace: workspace, upsample2x: upsample, perImageChannel: extra)
         let source = upsample ? upsampleNearest2x(x) : x
@@ -91,6 +92,38 @@ struct LayersTests {
         // A budget of a few rows forces several unfold + GEMM blocks per image.
         try checkConv(channels: 3, out: 4, kernel: 3, stride: 1, padding: .symmetric(1), height: 9, width: 6, budget: 3 * 9 * 6 * 2, seed: 60)
         try checkConv(channels: 3, out: 4, kernel: 3, stride: 1, padding: .symmetric(1), height: 5, width: 3, upsample: true, budget: 1, seed: 70)
+    }
+
+    @Test("Conv2d tile by tile (the large-image path): several tiles per image, upsampling, stride 2, residual")
+    func convTiled() throws {
+        // 40×20 outputs: tiles of 512/20 = 25 rows, two per image, the last one partial.
+        try checkConv(channels: 3, out: 4, kernel: 3, stride: 1, padding: .symmetric(1), height: 40, width: 20, tiledPlane: 1, seed: 110)
+        try checkConv(channels: 2, out: 3, kernel: 3, stride: 1, padding: .symmetric(1), height: 20, width: 10, upsample: true,
+                      tiledPlane: 1, seed: 120)
+        try checkConv(channels: 3, out: 2, kernel: 3, stride: 2, padding: ConvPadding(top: 0, bottom: 1, left: 0, right: 1),
+                      height: 50, width: 40, tiledPlane: 1, seed: 130)
+        let w = NetworkFixtures.random([5, 3, 3, 3], seed: 140)
+        let x = NetworkFixtures.random([2, 3, 30, 24], seed: 141), r = NetworkFixtures.random([2, 5, 30, 24], seed: 142)
+        var conv = try Conv2d(loader([("c.weight", w)]).child("c"))
+        conv.tiledMinimumPlane = 1
+        let y = try conv(x, workspace: workspace, adding: r)
+        var expected = Naive.conv(x.floats, batch: 2, channels: 3, height: 30, width: 24, w.floats, out: 5, kernel: (3, 3),
+                                  bias: nil, stride: 1, top: 1, left: 1, outH: 30, outW: 24)
+        for i in 0..<expected.count { expected[i] += r.floats[i] }
+        #expect(relativeError(y.floats, expected) < 1e-5)
+    }
+
+    @Test("Linear split into row blocks over the cores, with bias and residual")
+    func linearRowBlocks() throws {
+        let w = NetworkFixtures.random([6, 5], seed: 150), b = NetworkFixtures.random([6], seed: 151)
+        let x = NetworkFixtures.random([2, 9, 5], seed: 152), residual = NetworkFixtures.random([2, 9, 6], seed: 153)
+        var layer = try Linear(loader([("fc.weight", w), ("fc.bias", b)]).child("fc"))
+        // 18 rows in blocks of 4: five GEMMs, the last one of 2 rows.
+        (layer.tiledRowBlock, layer.tiledMinimumWork) = (4, 0)
+        let y = try layer(x, workspace: workspace, adding: residual)
+        var expected = Naive.linear(x.floats, rows: 18, w.floats, out: 6, inWidth: 5, bias: b.floats)
+        for i in 0..<expected.count { expected[i] += residual.floats[i] }
+        #expect(relativeError(y.floats, expected) < 1e-6)
     }
 
     @Test("Conv2d with a residual image")

@@ -1,3 +1,5 @@
+import Dispatch
+import Foundation
 import Host
 import Tensor
 
@@ -37,6 +39,9 @@ public struct Conv2d {
     public var columnBudget = Conv2d.defaultColumnBudget
     /// The column budget new layers get.
     nonisolated(unsafe) public static var defaultColumnBudget = 1 << 22
+    /// Output planes (outH·outW) from which the layer runs tile by tile, one tile per core at a
+    /// time (`tiledUnfoldAndMultiply`); a tuning knob, tests lower it to exercise that path.
+    public var tiledMinimumPlane = Conv2d.defaultTiledMinimumPlane
 
     /// The layer at `loader`; padding defaults to "same" for odd kernels (kernel/2).
     public init(_ loader: WeightLoader, stride: Int = 1, padding: ConvPadding? = nil) throws {
@@ -72,13 +77,29 @@ public struct Conv2d {
         let out = workspace.tensor([batch, outChannels, outH, outW])
         let plane = outH * outW
         if let perImageChannel { precondition(perImageChannel.count == batch * outChannels) }
-        let accumulate = try prefillChannels(out.f32Pointer, batch: batch, channels: outChannels, plane: plane,
-                                             bias: bias?.floats(), perImageChannel: perImageChannel,
-                                             residual: residual, shape: out.shape)
         let pointwise = kernelHeight == 1 && kernelWidth == 1 && stride == 1 && up == 1
             && padding == .symmetric(0)
+        let depth = inChannels * kernelHeight * kernelWidth
+        let tileRows = pointwise ? nil : tiledRows(depth: depth, outH: outH, outW: outW)
         let step = pointwise ? "conv1x1" : "conv\(kernelHeight)x\(kernelWidth)" + (stride > 1 ? ".stride\(stride)" : "") + (upsample2x ? ".up2x" : "")
-        try NetworkProfiler.measure(step, flops: 2 * Double(out.count * inChannels * kernelHeight * kernelWidth)) {
+        if let tileRows {
+            // Large images: every tile prefills, unfolds and multiplies on one core (see
+            // `tiledUnfoldAndMultiply`), so the output is not prefilled here.
+            let initial = try TileInitialisation(bias: bias?.floats(), perImageChannel: perImageChannel,
+                                                 residual: residual?.contiguousF32, count: out.count)
+            try NetworkProfiler.measure(step + ".tiled", flops: 2 * Double(out.count * depth)) {
+                try workspace.withF32(weight.current()) { w in
+                    tiledUnfoldAndMultiply(input, into: out, weight: w, upsample: up, rowsPerTile: tileRows,
+                                           initial: initial, workspace: workspace)
+                }
+            }
+        }
+        let accumulate = tileRows != nil ? false
+            : try prefillChannels(out.f32Pointer, batch: batch, channels: outChannels, plane: plane,
+                                  bias: bias?.floats(), perImageChannel: perImageChannel,
+                                  residual: residual, shape: out.shape)
+        if tileRows == nil {
+          try NetworkProfiler.measure(step, flops: 2 * Double(out.count * inChannels * kernelHeight * kernelWidth)) {
             try workspace.withF32(weight.current()) { w in
                 if pointwise {
                     for b in 0..<batch {
@@ -90,6 +111,7 @@ public struct Conv2d {
                     unfoldAndMultiply(input, into: out, weight: w, upsample: up, accumulate: accumulate, workspace: workspace)
                 }
             }
+          }
         }
         if let bypass = hooks.bypass(for: weight.modelKey) {
             // Adapters see the layer as torch runs it: the (upsampled, pre-padded) input and
@@ -135,6 +157,114 @@ public struct Conv2d {
     }
 }
 
+extension Conv2d {
+    /// The `tiledMinimumPlane` new layers get: output planes at least this large (the VAE
+    /// decoder's 128² to 512² levels) take the tiled path; smaller ones (all of the UNet at
+    /// 64×64 latents) are few, wide GEMMs that OpenBLAS's own threading splits well.
+    nonisolated(unsafe) public static var defaultTiledMinimumPlane = 1 << 14
+    /// Columns (floats) one tile's unfolding may hold per core: about 8 MiB, so both cores'
+    /// tiles stay in the last-level cache while OpenBLAS packs them.
+    static let tileColumnBudget = 1 << 21
+
+    /// Output rows per tile for the tiled path, or nil when the plane is too small for it
+    /// (or there is one core). Tiles hold at least 512 output columns (GEMMs re-pack the
+    /// weight per tile: ≥ 512 columns keeps that under ~4% of the work).
+    func tiledRows(depth: Int, outH: Int, outW: Int) -> Int? {
+        guard outH * outW >= tiledMinimumPlane, Parallel.coreCount > 1 else { return nil }
+        let columns = max(512, min(4096, Conv2d.tileColumnBudget / max(1, depth)))
+        return max(1, min(outH, columns / max(1, outW)))
+    }
+
+    /// out = initial + W · im2col(input) by tiles of `rowsPerTile` output rows: each core takes
+    /// the next (image, tile) from a shared counter (dynamic: a core slowed by other work on
+    /// the machine takes fewer tiles), writes the tile's initial values, unfolds the tile into
+    /// its own column buffer and multiplies with a single-threaded GEMM — so the columns are
+    /// still in cache when OpenBLAS packs them, unfolding runs on both cores, and no GEMM waits
+    /// for the other core at OpenBLAS's internal barriers.
+    func tiledUnfoldAndMultiply(_ input: Tensor, into out: Tensor, weight w: UnsafePointer<Float>, upsample up: Int,
+                                rowsPerTile: Int, initial: TileInitialisation, workspace: Workspace) {
+        let (batch, height, width) = (input.shape[0], input.shape[2], input.shape[3])
+        let (outH, outW) = (out.shape[2], out.shape[3])
+        let plane = outH * outW
+        let depth = inChannels * kernelHeight * kernelWidth
+        let tilesPerImage = (outH + rowsPerTile - 1) / rowsPerTile
+        let items = batch * tilesPerImage
+        let workers = min(Parallel.coreCount, items)
+        // Per-worker column buffers, made before the parallel region (Workspace is not thread-safe).
+        let columns = (0..<workers).map { workspace.floats(.tileColumns(worker: $0), count: depth * rowsPerTile * outW) }
+        let unfold = Unfold(channels: inChannels, height: height, width: width, upsample: up,
+                            kernelH: kernelHeight, kernelW: kernelWidth, stride: stride,
+                            padTop: padding.top, padLeft: padding.left, outW: outW)
+        let next = TileCounter()
+        let (src, dst, channels) = (UnsafePointer(input.f32Pointer), out.f32Pointer, outChannels)
+        withExtendedLifetime((input, initial)) {
+            Work.withSingleThreadedBLAS {
+                DispatchQueue.concurrentPerform(iterations: workers) { worker in
+                    let buffer = columns[worker]
+                    while let item = next.take(below: items) {
+                        let b = item / tilesPerImage, row0 = (item % tilesPerImage) * rowsPerTile
+                        let rows = min(rowsPerTile, outH - row0)
+                        let tileOut = dst + b * channels * plane + row0 * outW
+                        let accumulate = initial.write(into: tileOut, image: b, channels: channels, plane: plane,
+                                                       offset: row0 * outW, count: rows * outW)
+                        unfold.columns(src + b * inChannels * height * width, firstRow: row0, rows: rows,
+                                       into: buffer, parallel: false)
+                        sgemm(m: channels, n: rows * outW, k: depth, a: w, lda: depth, b: buffer, ldb: rows * outW,
+                              beta: accumulate ? 1 : 0, c: tileOut, ldc: plane)
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What a convolution's output starts from before its GEMM accumulates: bias[c] +
+/// perImageChannel[b·C + c] + residual (output-shaped), any of them absent.
+struct TileInitialisation {
+    let bias: [Float]?
+    let perImageChannel: [Float]?
+    let residual: Tensor?
+
+    init(bias: [Float]?, perImageChannel: [Float]?, residual: Tensor?, count: Int) {
+        if let residual { precondition(residual.count == count, "residual \(residual.shape) does not match the output's \(count) elements") }
+        (self.bias, self.perImageChannel, self.residual) = (bias, perImageChannel, residual)
+    }
+
+    /// Writes the initial values of elements offset ..< offset + count of every channel plane
+    /// of image `image` (`tile` points at channel 0's element `offset`); false when there is
+    /// nothing to write (the GEMM then overwrites with beta = 0).
+    func write(into tile: UnsafeMutablePointer<Float>, image: Int, channels: Int, plane: Int, offset: Int, count: Int) -> Bool {
+        if bias == nil && perImageChannel == nil && residual == nil { return false }
+        let r = residual.map { UnsafePointer($0.f32Pointer) + image * channels * plane + offset }
+        for c in 0..<channels {
+            let value = (bias?[c] ?? 0) + (perImageChannel?[image * channels + c] ?? 0)
+            let d = tile + c * plane
+            if let r {
+                let s = r + c * plane
+                for i in 0..<count { d[i] = s[i] + value }
+            } else {
+                d.update(repeating: value, count: count)
+            }
+        }
+        return true
+    }
+}
+
+/// A shared counter handing out work items 0, 1, 2, … to whichever thread asks first.
+final class TileCounter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = 0
+
+    /// The next item, or nil once `limit` have been handed out.
+    func take(below limit: Int) -> Int? {
+        lock.lock()
+        defer { lock.unlock() }
+        guard value < limit else { return nil }
+        value += 1
+        return value - 1
+    }
+}
+
 /// Nearest-neighbour 2× upsampling of NCHW F32 (`F.interpolate(scale_factor=2, mode="nearest")`).
 func upsampleNearest2x(_ x: Tensor, workspace: Workspace? = nil) -> Tensor {
     upsampleNearest(x, height: x.shape[2] * 2, width: x.shape[3] * 2, workspace: workspace)
@@ -172,10 +302,14 @@ struct Unfold {
     let channels, height, width, upsample, kernelH, kernelW, stride, padTop, padLeft, outW: Int
 
     /// Writes rows [depth, rows·outW] for output rows `firstRow ..< firstRow + rows`.
-    func columns(_ image: UnsafePointer<Float>, firstRow: Int, rows: Int, into columns: UnsafeMutablePointer<Float>) {
+    /// `parallel`: split the rows over the cores (false inside a caller's own worker thread).
+    func columns(_ image: UnsafePointer<Float>, firstRow: Int, rows: Int, into columns: UnsafeMutablePointer<Float>,
+                 parallel: Bool = true) {
         let depth = channels * kernelH * kernelW, blockWidth = rows * outW
         let logicalH = height * upsample, logicalW = width * upsample
-        Work.ranges(depth, costPerItem: blockWidth) { range in
+        let split: (Int, Int, (Range<Int>) -> Void) -> Void = parallel
+            ? { Work.ranges($0, costPerItem: $1, $2) } : { count, _, body in body(0..<count) }
+        split(depth, blockWidth) { range in
             for r in range {
                 let c = r / (kernelH * kernelW), ki = (r / kernelW) % kernelH, kj = r % kernelW
                 let shift = kj - padLeft

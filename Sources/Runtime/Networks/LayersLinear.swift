@@ -1,4 +1,5 @@
 import CKernels
+import Dispatch
 import Host
 import Tensor
 
@@ -54,8 +55,7 @@ public struct Linear {
                                          bias: bias?.floats(), residual: residual, shape: out.shape)
         try NetworkProfiler.measure("linear", flops: 2 * Double(rows * inFeatures * outFeatures)) {
             try workspace.withF32(weight.current()) { w in
-                sgemm(transB: true, m: rows, n: outFeatures, k: inFeatures, a: input.f32Pointer, lda: inFeatures,
-                      b: w, ldb: inFeatures, beta: accumulate ? 1 : 0, c: out.f32Pointer, ldc: outFeatures)
+                multiplyRows(rows: rows, input: input.f32Pointer, weight: w, accumulate: accumulate, out: out.f32Pointer)
             }
         }
         if let bypass = hooks.bypass(for: weight.modelKey) {
@@ -66,6 +66,38 @@ public struct Linear {
                 let image = input.reshaped([1, rows, inFeatures]).permuted([0, 2, 1]).unsqueezed(3)
                 try addBypassTerm(bypass, key: weight.modelKey, input: image, layer: layerKind, into: out) {
                     $0.reshaped([outFeatures, rows]).transposed(0, 1)
+                }
+            }
+        }
+    }
+
+    /// The `tiledRowBlock` new layers get.
+    nonisolated(unsafe) public static var defaultTiledRowBlock = 512
+    /// Rows per independent single-threaded GEMM when a call is split over the cores (0: one
+    /// multi-threaded GEMM always). A tuning knob; tests lower it with `tiledMinimumWork`.
+    public var tiledRowBlock = Linear.defaultTiledRowBlock
+    /// Multiply-adds (rows·in·out) from which a call is split into row blocks.
+    public var tiledMinimumWork = 1 << 24
+
+    /// out[rows, O] (+)= X[rows, in] · Wᵀ. Many rows (SD's 4096-token levels): blocks of
+    /// `tiledRowBlock` rows go to whichever core asks next, each a single-threaded GEMM — no
+    /// OpenBLAS barriers between the cores, and a core slowed by other work takes fewer blocks.
+    func multiplyRows(rows: Int, input: UnsafePointer<Float>, weight w: UnsafePointer<Float>, accumulate: Bool,
+                      out: UnsafeMutablePointer<Float>) {
+        let (inFeatures, outFeatures, block) = (self.inFeatures, self.outFeatures, tiledRowBlock)
+        let blocks = block > 0 ? (rows + block - 1) / block : 1
+        if blocks < 2 || Parallel.coreCount < 2 || rows * inFeatures * outFeatures < tiledMinimumWork {
+            sgemm(transB: true, m: rows, n: outFeatures, k: inFeatures, a: input, lda: inFeatures,
+                  b: w, ldb: inFeatures, beta: accumulate ? 1 : 0, c: out, ldc: outFeatures)
+            return
+        }
+        let next = TileCounter()
+        Work.withSingleThreadedBLAS {
+            DispatchQueue.concurrentPerform(iterations: min(Parallel.coreCount, blocks)) { _ in
+                while let item = next.take(below: blocks) {
+                    let r0 = item * block, n = min(block, rows - r0)
+                    sgemm(transB: true, m: n, n: outFeatures, k: inFeatures, a: input + r0 * inFeatures, lda: inFeatures,
+                          b: w, ldb: inFeatures, beta: accumulate ? 1 : 0, c: out + r0 * outFeatures, ldc: outFeatures)
                 }
             }
         }

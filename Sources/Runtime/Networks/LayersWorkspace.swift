@@ -35,6 +35,7 @@ public final class Workspace: @unchecked Sendable {
     enum Slot: Hashable {
         case weight(depth: Int)
         case columns
+        case tileColumns(worker: Int)
         case scores(worker: Int)
         case packedKeys
         case packedValues
