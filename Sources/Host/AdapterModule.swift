@@ -56,6 +56,12 @@ public protocol AdapterModule: AnyObject {
     /// or nil when the type has no cheaper form than its dense delta (the host then uses
     /// the dense delta: x·ΔWᵀ for linear layers, conv2d(x, ΔW) for convolutions).
     func forwardTerm(input x: Tensor, layer: LayerKind, options: DeltaOptions) throws -> Tensor?
+    /// Bypass mode, in place: adds `forwardTerm(input:layer:options:)` to `out` (the layer's
+    /// output: contiguous F32, `[..., out]` for linear layers, NCHW for convolutions) and
+    /// returns true, or returns false (and leaves `out` alone) when there is no forward form.
+    /// Modules override it to accumulate straight into `out` (LoRA: one GEMM with beta = 1)
+    /// instead of materialising the term and adding it in a second pass.
+    func addForwardTerm(input x: Tensor, layer: LayerKind, options: DeltaOptions, into out: Tensor) throws -> Bool
     /// The bias delta alone at `options` (F32, `[out]`), nil when the module changes no bias.
     /// Bypass adds it to the layer output as a constant per output channel. `weight` is the
     /// target's current weight, as for `delta(weight:options:)`.
@@ -81,6 +87,11 @@ extension AdapterModule {
     public var changesWeight: Bool { true }
     public var deltaShape: [Int]? { nil }
     public func forwardTerm(input x: Tensor, layer: LayerKind, options: DeltaOptions) throws -> Tensor? { nil }
+    public func addForwardTerm(input x: Tensor, layer: LayerKind, options: DeltaOptions, into out: Tensor) throws -> Bool {
+        guard let term = try forwardTerm(input: x, layer: layer, options: options) else { return false }
+        out.addScaled(term.reshaped(out.shape), alpha: 1)
+        return true
+    }
     public func biasDelta(weight: Tensor, options: DeltaOptions) throws -> Tensor? {
         changesBias ? try delta(weight: weight, options: options).bias : nil
     }

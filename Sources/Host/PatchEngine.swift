@@ -84,6 +84,26 @@ public final class BypassPatch {
         return try summedContribution(weightKey, rows: nil, planned, input: x, layer: layer)
     }
 
+    /// `contribution(for:input:layer:)` added to `out` in place (the layer's output:
+    /// contiguous F32 in the layout the contribution has, `[..., out]` for a linear layer,
+    /// NCHW for a convolution). Modules independent of the weight and without bias deltas
+    /// accumulate their forward terms straight into `out` (`addForwardTerm`); other layers
+    /// add their summed contribution. False when no adapter adds to the layer.
+    public func addContribution(for weightKey: String, input x: Tensor, layer: LayerKind, into out: Tensor) throws -> Bool {
+        guard let planned = plan.modulesByWeightKey[weightKey] else { return false }
+        precondition(planned.allSatisfy { $0.target.rows == nil }, "bypass on fused in_proj rows is applied by the runtime per q/k/v")
+        if planned.contains(where: { $0.module.dependsOnWeight || $0.module.changesBias || !$0.module.changesWeight }) {
+            guard let term = try summedContribution(weightKey, rows: nil, planned, input: x, layer: layer) else { return false }
+            out.addScaled(term.reshaped(out.shape), alpha: 1)
+            return true
+        }
+        for p in planned where !(try p.module.addForwardTerm(input: x, layer: layer, options: p.options, into: out)) {
+            let term = denseTerm(try denseDelta(p), input: x, layer: layer, weightKey: weightKey)
+            out.addScaled(term.reshaped(out.shape), alpha: 1)
+        }
+        return true
+    }
+
     /// x·ΔWᵀ for a linear layer, conv2d(x, ΔW) for a convolution.
     private func denseTerm(_ delta: Tensor, input x: Tensor, layer: LayerKind, weightKey: String) -> Tensor {
         switch layer {

@@ -151,3 +151,32 @@ func uniformStride(shape: [Int], strides: [Int]) -> Int? {
     }
     return unit
 }
+
+extension Tensor {
+    /// `self += alpha · (a @ b)` in place, as one GEMM with beta = 1 (no product tensor): the
+    /// form bypass adapters use to add a low-rank term straight into a layer's output.
+    /// `a` is `[..., k]` (its leading axes flattened into rows, `self`'s rows), `b` a 2-D
+    /// `[k, n]` matrix (a transposed view is read as it is). Precondition: `self` is
+    /// contiguous F32 over writable storage with `a`'s row count × n elements, and neither
+    /// operand views `self`'s storage.
+    public func addMatmul(_ a: Tensor, _ b: Tensor, alpha: Double) {
+        precondition(dtype == .f32 && isContiguous && storage.isWritable,
+                     "addMatmul: target \(shape) must be contiguous, writable F32")
+        precondition(a.rank >= 1 && b.rank == 2 && a.shape[a.rank - 1] == b.shape[0],
+                     "addMatmul: \(a.shape) @ \(b.shape) do not fit")
+        let k = b.shape[0], n = b.shape[1]
+        let rows = a.count / Swift.max(k, 1)
+        precondition(rows * n == count, "addMatmul: \(a.shape) @ \(b.shape) has \(rows * n) elements, target \(shape) \(count)")
+        precondition(a.storage !== storage && b.storage !== storage, "addMatmul: an operand views the target")
+        guard rows > 0, n > 0, k > 0 else { return }
+        BLAS.require()
+        // Rows of `a` must be one row-major matrix for a single GEMM; other layouts are copied.
+        let left = a.asCompute(Float.self).contiguous().reshaped([rows, k])
+        let right = GEMMOperand<Float>(b.asCompute(Float.self))
+        withExtendedLifetime((left, right)) {
+            Float.gemm(transA: false, transB: right.transposed, m: rows, n: n, k: k, alpha: Float(alpha),
+                       a: UnsafePointer(left.typedBase(Float.self)), lda: k,
+                       b: right.base, ldb: right.leadingDimension, beta: 1, c: typedBase(Float.self), ldc: n)
+        }
+    }
+}

@@ -71,12 +71,13 @@ import Testing
                 biasDelta = zip(merged.tensor(b)!.doubles, model.tensor(b)!.doubles).map { $0 - $1 }
                 biasLayers += 1
             }
-            let got: Tensor, want: [Double], inputSum: Double
+            let got: Tensor, want: [Double], inputSum: Double, input: Tensor
             switch target.layer {
             case .linear:
                 let outWidth = original.shape[0], inWidth = original.shape[1]
                 let x = patchSeeded([2, 3, inWidth], seed: 1000 + UInt64(index))
                 got = try #require(try bypass.contribution(for: key, input: x, layer: target.layer))
+                input = x
                 #expect(got.shape == [2, 3, outWidth])
                 want = Self.linearReference(x.doubles, rows: 6, delta: delta, out: outWidth, in: inWidth)
                     .enumerated().map { $0.element + biasDelta[$0.offset % outWidth] }
@@ -85,6 +86,7 @@ import Testing
             case let .conv2d(stride, padding):
                 let x = patchSeeded([1, original.shape[1], 6, 6], seed: 2000 + UInt64(index))
                 got = try #require(try bypass.contribution(for: key, input: x, layer: target.layer))
+                input = x
                 let convOut = Self.convReference(x.doubles, channels: original.shape[1], size: 6, weight: delta,
                                               shape: original.shape, stride: stride, padding: padding)
                 let plane = convOut.count / original.shape[0]
@@ -102,6 +104,16 @@ import Testing
             #expect(diff <= tolerance, "\(key) (\(target.layer)): bypass differs from merged by \(diff), tolerance \(tolerance)")
             #expect(patchMaxAbs(want) > 1e-4, "\(key): no contribution to compare")
             worst = max(worst, diff / patchMaxAbs(want))
+
+            // The in-place form (what the runtime's layers call) adds the same contribution to
+            // an existing output (LoRA: one GEMM with beta = 1).
+            let start = patchSeeded(got.shape, seed: 3000 + UInt64(index)).doubles
+            let out = Tensor(shape: got.shape, values: start.map(Float.init))
+            #expect(try bypass.addContribution(for: key, input: input, layer: target.layer, into: out))
+            let added = zip(out.doubles, start).map { $0 - $1 }
+            let inPlaceDiff = patchMaxAbsDiff(added, want)
+            let sumRounding = patchULP32(patchMaxAbs(out.doubles))
+            #expect(inPlaceDiff <= tolerance + sumRounding, "\(key): in-place bypass differs by \(inPlaceDiff)")
         }
         #expect(linear > 0 && conv > 0)
         if stack == .independent || stack == .withDoRA { #expect(strided > 0) }

@@ -84,6 +84,21 @@ final class LoRAModule: WeightDeltaModule {
         return ModuleDelta(weight: u.matmul(d).reshaped(shape))
     }
 
+    /// Bypass, in place, linear layers: `out += (x·downᵀ)·upᵀ · s · strength` as one GEMM
+    /// into the layer's output (a rank-wide intermediate only); other layers as `forwardTerm`.
+    override func addForwardTerm(input x: Tensor, layer: LayerKind, options: DeltaOptions, into out: Tensor) throws -> Bool {
+        guard case .linear = layer, mid == nil, x.rank >= 1,
+              FactorMath.matrix(down).shape[1] == x.shape[x.rank - 1],
+              out.count / max(up.shape[0], 1) * up.shape[0] == out.count else {
+            return try super.addForwardTerm(input: x, layer: layer, options: options, into: out)
+        }
+        let r = usedRank(options.dynRank)
+        let d = FactorMath.matrix(down).sliced(axis: 0, 0..<r)
+        let u = FactorMath.matrix(up).sliced(axis: 1, 0..<r)
+        out.addMatmul(x.matmul(d.transposed()), u.transposed(), alpha: scale * Double(options.strength))
+        return true
+    }
+
     /// Bypass: `x·downᵀ·upᵀ · s · strength` for linear layers; for convolutions the down
     /// factor runs as a convolution with the layer's stride and padding (Tucker: the mid
     /// factor does), then the up factor as a 1×1 convolution. Rank-sized intermediates only.

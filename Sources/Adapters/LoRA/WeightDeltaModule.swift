@@ -72,6 +72,13 @@ class WeightDeltaModule: LinearAdapterModule {
 
     /// No cheaper form by default: the host uses the dense delta.
     func forwardTerm(input x: Tensor, layer: LayerKind, options: DeltaOptions) throws -> Tensor? { nil }
+
+    /// `forwardTerm` added to `out` (subclasses with an in-place form override it).
+    func addForwardTerm(input x: Tensor, layer: LayerKind, options: DeltaOptions, into out: Tensor) throws -> Bool {
+        guard let term = try forwardTerm(input: x, layer: layer, options: options) else { return false }
+        out.addScaled(term.reshaped(out.shape), alpha: 1)
+        return true
+    }
 }
 
 /// Base of the module types whose delta depends on the current weight (DoRA, IA3, OFT,

@@ -179,9 +179,15 @@ public struct Linear {
 // MARK: - Output initialisation and accumulation
 
 /// Asks `bypass` for a layer's contribution (input as the adapters see the layer) and adds it
-/// to `out`, after `arrange` maps the contribution's layout onto out's.
+/// to `out`. Without `arrange` the contribution has out's layout and is accumulated straight
+/// into it (`BypassPatch.addContribution`: LoRA adds its GEMM with beta = 1, no term tensor);
+/// with `arrange`, which maps the contribution's layout onto out's, it is computed, then added.
 func addBypassTerm(_ bypass: BypassPatch, key: String, input: Tensor, layer: LayerKind, into out: Tensor,
-                   arrange: (Tensor) -> Tensor = { $0 }) throws {
+                   arrange: ((Tensor) -> Tensor)? = nil) throws {
+    guard let arrange else {
+        _ = try NetworkProfiler.measure("bypass.term") { try bypass.addContribution(for: key, input: input, layer: layer, into: out) }
+        return
+    }
     let term = try NetworkProfiler.measure("bypass.term") { try bypass.contribution(for: key, input: input, layer: layer) }
     guard let term else { return }
     NetworkProfiler.measure("bypass.add") { addInPlace(out, arrange(term)) }
