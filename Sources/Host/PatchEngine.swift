@@ -104,10 +104,17 @@ public final class BypassPatch {
         return true
     }
 
-    /// x·ΔWᵀ for a linear layer, conv2d(x, ΔW) for a convolution.
+    /// x·ΔWᵀ for a linear layer (a 1×1 convolution's [out, in, 1, 1] delta read as its
+    /// matrix: the runtime runs pointwise convolutions on rows of pixels as linear layers),
+    /// conv2d(x, ΔW) for a convolution.
     private func denseTerm(_ delta: Tensor, input x: Tensor, layer: LayerKind, weightKey: String) -> Tensor {
         switch layer {
-        case .linear: return x.matmul(delta.transposed())
+        case .linear:
+            if delta.rank == 4 {
+                precondition(delta.shape[2] * delta.shape[3] == 1, "\(weightKey): a \(delta.shape) delta on a linear layer")
+                return x.matmul(delta.reshaped([delta.shape[0], delta.shape[1]]).transposed())
+            }
+            return x.matmul(delta.transposed())
         case let .conv2d(stride, padding): return x.conv2d(weight: delta, stride: stride, padding: padding)
         case .norm, .embedding:
             preconditionFailure("bypass is for linear and conv layers; \(weightKey) is \(layer)")

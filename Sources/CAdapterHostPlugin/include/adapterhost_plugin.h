@@ -95,7 +95,10 @@ typedef struct {
     int64_t strides[AH_MAX_RANK];
 } ah_tensor;
 
-/* Layer kinds for bypass (forward-time) application. */
+/* Layer kinds for bypass (forward-time) application. A 1x1 convolution (stride 1, no padding)
+ * is pointwise, and the host may present it as AH_LAYER_LINEAR over rows of pixels ([..., in]
+ * in, [..., out] out): a module with [out, in, 1, 1] factors reads them as [out, in] matrices
+ * there, or returns AH_ERR_UNSUPPORTED to get the dense-delta path. */
 typedef enum {
     AH_LAYER_LINEAR = 0,
     AH_LAYER_CONV2D = 1

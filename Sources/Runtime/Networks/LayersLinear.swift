@@ -59,15 +59,9 @@ public struct Linear {
             }
         }
         if let bypass = hooks.bypass(for: weight.modelKey) {
-            if case .linear = layerKind {
-                try addBypassTerm(bypass, key: weight.modelKey, input: input, layer: .linear, into: out)
-            } else {
-                // Rows as the pixels of one image [1, in, rows, 1] (a 1×1 conv is pointwise).
-                let image = input.reshaped([1, rows, inFeatures]).permuted([0, 2, 1]).unsqueezed(3)
-                try addBypassTerm(bypass, key: weight.modelKey, input: image, layer: layerKind, into: out) {
-                    $0.reshaped([outFeatures, rows]).transposed(0, 1)
-                }
-            }
+            // A 1×1 convolution is pointwise: on rows of pixels it is this linear layer, and the
+            // adapters' terms (1×1 factors read as matrices) accumulate straight into `out`.
+            try addBypassTerm(bypass, key: weight.modelKey, input: input, layer: .linear, into: out)
         }
     }
 
@@ -122,14 +116,10 @@ public struct Linear {
             }
         }
         if let bypass = hooks.bypass(for: weight.modelKey) {
-            if case .linear = layerKind {
-                let tokens = input.reshaped([batch, inFeatures, plane]).permuted([0, 2, 1])
-                try addBypassTerm(bypass, key: weight.modelKey, input: tokens, layer: .linear, into: out)
-            } else {
-                try addBypassTerm(bypass, key: weight.modelKey, input: input, layer: layerKind, into: out) {
-                    $0.reshaped([batch, outFeatures, plane]).permuted([0, 2, 1])
-                }
-            }
+            // Tokens (a view of the image) through the layer as a linear one, also for a 1×1
+            // convolution (pointwise): the terms accumulate straight into the tokens output.
+            let tokens = input.reshaped([batch, inFeatures, plane]).permuted([0, 2, 1])
+            try addBypassTerm(bypass, key: weight.modelKey, input: tokens, layer: .linear, into: out)
         }
         return out
     }
