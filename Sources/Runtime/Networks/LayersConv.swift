@@ -238,13 +238,7 @@ struct TileInitialisation {
         let r = residual.map { UnsafePointer($0.f32Pointer) + image * channels * plane + offset }
         for c in 0..<channels {
             let value = (bias?[c] ?? 0) + (perImageChannel?[image * channels + c] ?? 0)
-            let d = tile + c * plane
-            if let r {
-                let s = r + c * plane
-                for i in 0..<count { d[i] = s[i] + value }
-            } else {
-                d.update(repeating: value, count: count)
-            }
+            fillRun(tile + c * plane, count: count, value: value, residual: r.map { $0 + c * plane })
         }
         return true
     }

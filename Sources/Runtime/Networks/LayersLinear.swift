@@ -226,18 +226,22 @@ func prefillChannels(_ out: UnsafeMutablePointer<Float>, batch: Int, channels: I
                 for bc in range {
                     var value: Float = bias?[bc % channels] ?? 0
                     if let extra { value += extra[bc] }
-                    let dst = out + bc * plane
-                    if let r {
-                        let src = r + bc * plane
-                        for i in 0..<plane { dst[i] = src[i] + value }
-                    } else {
-                        dst.update(repeating: value, count: plane)
-                    }
+                    fillRun(out + bc * plane, count: plane, value: value, residual: r.map { $0 + bc * plane })
                 }
             }
         }
     }
     return true
+}
+
+/// dst[i] = residual[i] + value (or value alone) for i < count: one channel plane's start.
+@inline(__always)
+func fillRun(_ dst: UnsafeMutablePointer<Float>, count: Int, value: Float, residual: UnsafePointer<Float>?) {
+    if let residual {
+        for i in 0..<count { dst[i] = residual[i] + value }
+    } else {
+        dst.update(repeating: value, count: count)
+    }
 }
 
 /// out += term (any layout of the same element count and shape order), in parallel.
