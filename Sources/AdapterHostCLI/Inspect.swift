@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Host
 import SafeTensors
 import Tensor
 
@@ -129,22 +130,8 @@ indirect enum JSONValue {
         }
     }
 
-    /// A JSON string literal: quote, backslash and control characters escaped.
-    static func quote(_ s: String) -> String {
-        var out = "\""
-        for scalar in s.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case _ where scalar.value < 0x20: out += String(format: "\\u%04x", scalar.value)
-            default: out.unicodeScalars.append(scalar)
-            }
-        }
-        return out + "\""
-    }
+    /// A JSON string literal (`json.dumps(s, ensure_ascii=False)`).
+    static func quote(_ s: String) -> String { PythonJSON.string(s, ensureASCII: false) }
 }
 
 /// Turns a report into text.

@@ -1,4 +1,5 @@
 import Foundation
+import Host
 
 /// A1111's generation parameters text (`processing.create_infotext`), stored in a PNG's
 /// `parameters` text chunk and read back by A1111's "PNG Info", civitai and most tools.
@@ -38,29 +39,8 @@ public struct Infotext: Equatable, Sendable {
         return jsonString(text)
     }
 
-    /// `json.dumps(text, ensure_ascii=False)`: quotes, `\"`, `\\`, `\n`, `\r`, `\t`, `\b`, `\f`,
-    /// other controls as `\u00XX`; everything else (non-ASCII included) as is.
-    static func jsonString(_ text: String) -> String {
-        var out = "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case "\u{08}": out += "\\b"
-            case "\u{0C}": out += "\\f"
-            default:
-                if scalar.value < 0x20 {
-                    out += String(format: "\\u%04x", scalar.value)
-                } else {
-                    out.unicodeScalars.append(scalar)
-                }
-            }
-        }
-        return out + "\""
-    }
+    /// `json.dumps(text, ensure_ascii=False)`.
+    static func jsonString(_ text: String) -> String { PythonJSON.string(text, ensureASCII: false) }
 
     /// A number as Python prints what A1111's UI hands it: integral values without a fraction
     /// (the UI's JSON gives ints for them: "CFG scale: 7"), others in shortest round-trip form

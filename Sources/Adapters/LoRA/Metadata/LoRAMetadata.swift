@@ -157,23 +157,7 @@ public enum LoRAMetadataBuilder {
     }
 
     /// A JSON string literal as Python's `json.dumps` writes it (ASCII only: `\uXXXX` escapes).
-    static func jsonString(_ s: String) -> String {
-        var out = "\""
-        for unit in s.utf16 {
-            switch unit {
-            case 0x22: out += "\\\""
-            case 0x5C: out += "\\\\"
-            case 0x0A: out += "\\n"
-            case 0x0D: out += "\\r"
-            case 0x09: out += "\\t"
-            case 0x08: out += "\\b"
-            case 0x0C: out += "\\f"
-            case 0x20..<0x7F: out += String(UnicodeScalar(UInt8(unit)))
-            default: out += String(format: "\\u%04x", unit)
-            }
-        }
-        return out + "\""
-    }
+    static func jsonString(_ s: String) -> String { PythonJSON.string(s, ensureASCII: true) }
 
     /// An input's metadata as carried into a rewritten file: recomputed or format-specific keys
     /// dropped (`sshs_*`, which ``LoRAFileWriter`` recomputes; `lora_adapter_metadata` and
