@@ -47,7 +47,7 @@ let package = Package(
         .target(name: "DreamBooth", dependencies: ["Host", "Tensor", "SafeTensors"], path: "Sources/Adapters/DreamBooth"),
         // The Stable Diffusion runtime: meets adapter methods only through Host's protocols.
         .target(
-            name: "Runtime", dependencies: ["Host", "Tensor", "SafeTensors", "TorchPickle", "CPNG"], path: "Sources/Runtime",
+            name: "Runtime", dependencies: ["Host", "Tensor", "SafeTensors", "CPNG"], path: "Sources/Runtime",
             resources: [.copy("Resources")]
         ),
         .executableTarget(

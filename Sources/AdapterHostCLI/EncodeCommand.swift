@@ -69,7 +69,7 @@ struct Encode: ParsableCommand {
         }
         for spec in adapters {
             let parsed = try AdapterSpec(parsing: spec)
-            stack.append(AdapterApplication(adapter: try registry.load(openTensorSource(parsed.path)),
+            stack.append(AdapterApplication(adapter: try registry.load(openAdapterSource(parsed.path)),
                                             weight: parsed.weight, unetWeight: parsed.unetWeight, dynRank: parsed.dynRank))
         }
         var hooks = GenerationHooks(stack: stack)
@@ -126,12 +126,6 @@ struct Encode: ParsableCommand {
             print("adapters: \(names.joined(separator: ", "))" + (planSummary.map { " (\($0); text-encoder layers run in bypass)" } ?? ""))
         }
     }
-}
-
-/// A tensor file by its extension: safetensors, or a PyTorch pickle (`.pt`, `.ckpt`, `.bin`,
-/// `.pth`) read by the restricted unpickler (Runtime's `openAdapterSource`).
-func openTensorSource(_ path: String) throws -> TensorSource {
-    try openAdapterSource(path)
 }
 
 /// One line on stderr.

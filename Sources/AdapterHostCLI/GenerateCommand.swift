@@ -89,7 +89,7 @@ struct Generate: ParsableCommand {
         var additional: [AdapterApplication] = []
         for spec in adapterSpecs {
             let parsed = try AdapterSpec(parsing: spec)
-            additional.append(AdapterApplication(adapter: try registry.load(openTensorSource(parsed.path)),
+            additional.append(AdapterApplication(adapter: try registry.load(openAdapterSource(parsed.path)),
                                                  weight: parsed.weight, unetWeight: parsed.unetWeight, dynRank: parsed.dynRank))
         }
         let adapters = AdapterContext(registry: registry, models: models, mode: AdapterMode(rawValue: mode)!,

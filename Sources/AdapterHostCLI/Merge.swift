@@ -38,7 +38,7 @@ struct Merge: ParsableCommand {
         var stack: [AdapterApplication] = []
         for spec in adapters {
             let parsed = try AdapterSpec(parsing: spec)
-            let adapter = try registry.load(openTensorSource(parsed.path))
+            let adapter = try registry.load(openAdapterSource(parsed.path))
             try Self.checkMergeable(adapter)
             stack.append(AdapterApplication(adapter: adapter, weight: parsed.weight,
                                             unetWeight: parsed.unetWeight, dynRank: parsed.dynRank))

@@ -1,3 +1,4 @@
+import SafeTensors
 import Tensor
 import TorchPickle
 
@@ -18,4 +19,10 @@ extension TorchFile: TensorSource {
         guard let t = tensor(named: key) else { throw MissingTensorError(path: path, key: key) }
         return t
     }
+}
+
+/// A tensor source for an adapter file by its extension: safetensors, or a PyTorch pickle
+/// (`.pt`, `.ckpt`, `.bin`, `.pth`), read by the restricted unpickler.
+public func openAdapterSource(_ path: String) throws -> TensorSource {
+    path.lowercased().hasSuffix(".safetensors") ? try SafeTensorsFile(path: path) : try TorchFile(path: path)
 }

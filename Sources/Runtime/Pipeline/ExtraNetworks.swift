@@ -1,7 +1,5 @@
 import Foundation
 import Host
-import SafeTensors
-import TorchPickle
 
 /// Where a generation's extra networks come from and how they are applied: the composition
 /// root's registry (built-in methods and plugins; the runtime knows no adapter method itself),
@@ -76,12 +74,6 @@ public struct AdapterContext {
             throw PipelineError.networkLoadFailed(name: name, path: path, reason: "\(error)")
         }
     }
-}
-
-/// A tensor source for an adapter file by its extension: safetensors, or a PyTorch pickle
-/// (`.pt`, `.ckpt`, `.bin`, `.pth`), read by the restricted unpickler.
-public func openAdapterSource(_ path: String) throws -> TensorSource {
-    path.lowercased().hasSuffix(".safetensors") ? try SafeTensorsFile(path: path) : try TorchFile(path: path)
 }
 
 /// A LoRA (or LyCORIS) network loaded for a generation: the tag's name and weights, its file,
