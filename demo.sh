@@ -11,9 +11,9 @@ bin=.build/release/adapterhost
 mkdir -p out
 bash scripts/demo-generate.sh "$bin"
 echo "== inspect the default model"
-"$bin" inspect models/default/tiny-sd1.safetensors | head -n 12
+"$bin" inspect models/default/tiny-sd1.safetensors | sed -n "1,12p"   # sed reads it all: no SIGPIPE under pipefail
 echo "== inspect the default LoRA"
-"$bin" inspect models/default/tiny-sd1-lora.safetensors | head -n 12
+"$bin" inspect models/default/tiny-sd1-lora.safetensors | sed -n "1,12p"   # sed reads it all: no SIGPIPE under pipefail
 echo "== merge the LoRA at 0.8 into the model"
 "$bin" merge models/default/tiny-sd1.safetensors --adapter models/default/tiny-sd1-lora.safetensors:0.8 \
   --out out/merged.safetensors
