@@ -189,40 +189,46 @@ AVX2 static inline void store_partial(float *p, __m256 v, size_t n) {
     for (size_t i = 0; i < n; i++) p[i] = tmp[i];
 }
 
+/// exp(s − max) in place over s[0, limit), zero over [limit, end); returns 1/Σ.
+AVX2 static inline float softmax_row_unnormalised(float *s, size_t limit, size_t end) {
+    size_t j = 0;
+    __m256 m0 = _mm256_set1_ps(-INFINITY), m1 = m0;
+    for (; j + 16 <= limit; j += 16) {
+        m0 = _mm256_max_ps(m0, _mm256_loadu_ps(s + j));
+        m1 = _mm256_max_ps(m1, _mm256_loadu_ps(s + j + 8));
+    }
+    for (; j + 8 <= limit; j += 8) m0 = _mm256_max_ps(m0, _mm256_loadu_ps(s + j));
+    if (j < limit) m1 = _mm256_max_ps(m1, load_partial(s + j, limit - j, -INFINITY));
+    __m256 top = _mm256_set1_ps(hmax256(_mm256_max_ps(m0, m1)));
+    __m256 s0 = _mm256_setzero_ps(), s1 = s0;
+    for (j = 0; j + 16 <= limit; j += 16) {
+        __m256 e0 = exp256(_mm256_sub_ps(_mm256_loadu_ps(s + j), top));
+        __m256 e1 = exp256(_mm256_sub_ps(_mm256_loadu_ps(s + j + 8), top));
+        _mm256_storeu_ps(s + j, e0);
+        _mm256_storeu_ps(s + j + 8, e1);
+        s0 = _mm256_add_ps(s0, e0);
+        s1 = _mm256_add_ps(s1, e1);
+    }
+    for (; j + 8 <= limit; j += 8) {
+        __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(s + j), top));
+        _mm256_storeu_ps(s + j, e);
+        s0 = _mm256_add_ps(s0, e);
+    }
+    if (j < limit) {
+        __m256 e = exp256(_mm256_sub_ps(load_partial(s + j, limit - j, -INFINITY), top));
+        store_partial(s + j, e, limit - j);
+        s1 = _mm256_add_ps(s1, e);
+    }
+    for (j = limit; j < end; j++) s[j] = 0;
+    return 1.0f / hsum256(_mm256_add_ps(s0, s1));
+}
+
 AVX2 static void softmax_rows_avx2(float *x, size_t rows, size_t length, size_t ld) {
     for (size_t r = 0; r < rows; r++) {
         float *row = x + r * ld;
+        __m256 scale = _mm256_set1_ps(softmax_row_unnormalised(row, length, length));
         size_t i = 0;
-        __m256 m0 = _mm256_set1_ps(-INFINITY), m1 = m0;
-        for (; i + 16 <= length; i += 16) {
-            m0 = _mm256_max_ps(m0, _mm256_loadu_ps(row + i));
-            m1 = _mm256_max_ps(m1, _mm256_loadu_ps(row + i + 8));
-        }
-        for (; i + 8 <= length; i += 8) m0 = _mm256_max_ps(m0, _mm256_loadu_ps(row + i));
-        if (i < length) m1 = _mm256_max_ps(m1, load_partial(row + i, length - i, -INFINITY));
-        __m256 top = _mm256_set1_ps(hmax256(_mm256_max_ps(m0, m1)));
-        __m256 s0 = _mm256_setzero_ps(), s1 = s0;
-        for (i = 0; i + 16 <= length; i += 16) {
-            __m256 e0 = exp256(_mm256_sub_ps(_mm256_loadu_ps(row + i), top));
-            __m256 e1 = exp256(_mm256_sub_ps(_mm256_loadu_ps(row + i + 8), top));
-            _mm256_storeu_ps(row + i, e0);
-            _mm256_storeu_ps(row + i + 8, e1);
-            s0 = _mm256_add_ps(s0, e0);
-            s1 = _mm256_add_ps(s1, e1);
-        }
-        for (; i + 8 <= length; i += 8) {
-            __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(row + i), top));
-            _mm256_storeu_ps(row + i, e);
-            s0 = _mm256_add_ps(s0, e);
-        }
-        if (i < length) {
-            // Padding lanes are −inf: exp gives exactly 0 and adds nothing.
-            __m256 e = exp256(_mm256_sub_ps(load_partial(row + i, length - i, -INFINITY), top));
-            store_partial(row + i, e, length - i);
-            s1 = _mm256_add_ps(s1, e);
-        }
-        __m256 scale = _mm256_set1_ps(1.0f / hsum256(_mm256_add_ps(s0, s1)));
-        for (i = 0; i + 8 <= length; i += 8) _mm256_storeu_ps(row + i, _mm256_mul_ps(_mm256_loadu_ps(row + i), scale));
+        for (; i + 8 <= length; i += 8) _mm256_storeu_ps(row + i, _mm256_mul_ps(_mm256_loadu_ps(row + i), scale));
         for (; i < length; i++) row[i] *= _mm256_cvtss_f32(scale);
     }
 }
@@ -353,39 +359,6 @@ AVX2 static void pack_keys_avx2(const float *k, size_t ks, size_t m, size_t d, f
     pack_keys_portable(k, ks, m, d, kt); // memory-bound; the plain loops do
 }
 
-/// exp(s − max) in place over s[0, limit), zero over [limit, end); returns 1/Σ.
-AVX2 static inline float softmax_row_unnormalised(float *s, size_t limit, size_t end) {
-    size_t j = 0;
-    __m256 m0 = _mm256_set1_ps(-INFINITY), m1 = m0;
-    for (; j + 16 <= limit; j += 16) {
-        m0 = _mm256_max_ps(m0, _mm256_loadu_ps(s + j));
-        m1 = _mm256_max_ps(m1, _mm256_loadu_ps(s + j + 8));
-    }
-    for (; j + 8 <= limit; j += 8) m0 = _mm256_max_ps(m0, _mm256_loadu_ps(s + j));
-    if (j < limit) m1 = _mm256_max_ps(m1, load_partial(s + j, limit - j, -INFINITY));
-    __m256 top = _mm256_set1_ps(hmax256(_mm256_max_ps(m0, m1)));
-    __m256 s0 = _mm256_setzero_ps(), s1 = s0;
-    for (j = 0; j + 16 <= limit; j += 16) {
-        __m256 e0 = exp256(_mm256_sub_ps(_mm256_loadu_ps(s + j), top));
-        __m256 e1 = exp256(_mm256_sub_ps(_mm256_loadu_ps(s + j + 8), top));
-        _mm256_storeu_ps(s + j, e0);
-        _mm256_storeu_ps(s + j + 8, e1);
-        s0 = _mm256_add_ps(s0, e0);
-        s1 = _mm256_add_ps(s1, e1);
-    }
-    for (; j + 8 <= limit; j += 8) {
-        __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(s + j), top));
-        _mm256_storeu_ps(s + j, e);
-        s0 = _mm256_add_ps(s0, e);
-    }
-    if (j < limit) {
-        __m256 e = exp256(_mm256_sub_ps(load_partial(s + j, limit - j, -INFINITY), top));
-        store_partial(s + j, e, limit - j);
-        s1 = _mm256_add_ps(s1, e);
-    }
-    for (j = limit; j < end; j++) s[j] = 0;
-    return 1.0f / hsum256(_mm256_add_ps(s0, s1));
-}
 
 /// Two rows of P·V for NV vectors (8·NV output columns): o_r = (Σ_j p_r[j]·v[j]) · inv_r.
 #define PV_KERNEL(NV)                                                                               \
